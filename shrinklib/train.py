@@ -1,0 +1,268 @@
+"""The one fine-tune / evaluate loop of the book.
+
+AdamW (Loshchilov & Hutter, 2019) with a linear warm-up then linear decay of the
+learning rate, gradient-norm clipping, a step budget, a seeded data order and a tqdm
+progress bar, built on Hugging Face Accelerate: the same call runs on the CPU, on one
+GPU, or on many under ``accelerate launch``.
+
+Other chapters plug into it instead of copying it:
+
+* ``extra_losses={"kd": fn}`` adds ``fn(model, batch, outputs)`` to the task loss
+  (distillation terms, regularizers); each term is logged by name.
+* ``callbacks=[fn]`` calls ``fn(state)`` after every optimizer step with a
+  :class:`StepState` (pruning schedules, mask re-application, logging).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from shrinklib.utils import seed_everything
+
+LossTerm = Callable[[nn.Module, dict, Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of :func:`fit`. Give ``max_steps`` (a step budget) or ``epochs``."""
+
+    max_steps: int | None = None
+    epochs: float = 1.0
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    eval_every: int | None = None  # steps between evaluations; None: once, at the end
+    select_best: bool = True  # restore the weights that scored best on eval_data
+    max_length: int = 64  # tokens, when fit tokenizes raw text
+    task_loss_weight: float = 1.0  # weight of the model's own loss (0: extra terms only)
+    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (GPU)
+    progress: bool = True
+
+    def __post_init__(self):
+        def positive(name, value, kind=int):
+            if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive {kind.__name__}, got {value!r}")
+
+        if self.max_steps is not None:
+            positive("max_steps", self.max_steps)
+        if not isinstance(self.epochs, (int, float)) or self.epochs <= 0:
+            raise ValueError(f"TrainConfig.epochs must be > 0, got {self.epochs!r}")
+        positive("batch_size", self.batch_size)
+        positive("max_length", self.max_length)
+        if self.eval_every is not None:
+            positive("eval_every", self.eval_every)
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        if self.task_loss_weight < 0:
+            raise ValueError(f"TrainConfig.task_loss_weight must be >= 0, got {self.task_loss_weight!r}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"TrainConfig.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+
+
+@dataclass
+class StepState:
+    """What a callback sees after each optimizer step."""
+
+    step: int  # 1-based count of optimizer steps done
+    total_steps: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: float  # the total loss of this step
+    terms: dict[str, float]  # each named term of the loss
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one row per logged step / evaluation
+    steps: int = 0
+    seconds: float = 0.0
+    best_step: int | None = None
+    best_accuracy: float | None = None
+    final_accuracy: float | None = None
+
+
+def linear_warmup_decay(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier: 0 -> 1 over ``warmup`` steps, then 1 -> 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _loader(data, tokenizer, *, batch_size, shuffle, seed, max_length):
+    from torch.utils.data import DataLoader
+
+    from shrinklib.data import dataloader
+
+    if isinstance(data, DataLoader):
+        return data
+    if tokenizer is None and "input_ids" not in getattr(data, "column_names", ()):
+        raise ValueError("pass tokenizer= to train or evaluate on raw text (a dataset with a 'text' column)")
+    return dataloader(data, tokenizer, batch_size=batch_size, shuffle=shuffle, seed=seed, max_length=max_length)
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    return param.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameter (every requires_grad is False)")
+    groups = [
+        {"params": [p for n, p in params if not _no_decay(n, p)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in params if _no_decay(n, p)], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+
+
+@torch.no_grad()
+def _evaluate_prepared(model, loader, accelerator) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    for batch in loader:
+        outputs = model(**batch)
+        preds, labels = accelerator.gather_for_metrics((outputs.logits.argmax(-1), batch["labels"]))
+        correct += (preds == labels).sum().item()
+        total += labels.numel()
+        if outputs.loss is not None:
+            loss_sum += outputs.loss.item() * batch["labels"].numel()
+    model.train(was_training)
+    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
+
+
+def _accelerator(mixed_precision: str = "no"):
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def evaluate(model: nn.Module, data, *, tokenizer=None, batch_size: int = 128, max_length: int = 64) -> dict[str, float]:
+    """Accuracy and mean loss of a classifier on ``data`` (a ``Dataset`` or ``DataLoader``)."""
+    accelerator = _accelerator()
+    loader = accelerator.prepare(
+        _loader(data, tokenizer, batch_size=batch_size, shuffle=False, seed=0, max_length=max_length)
+    )
+    model = model.to(accelerator.device)
+    return _evaluate_prepared(model, loader, accelerator)
+
+
+def fit(
+    model: nn.Module,
+    train_data,
+    config: TrainConfig = TrainConfig(),
+    *,
+    tokenizer=None,
+    eval_data=None,
+    extra_losses: Mapping[str, LossTerm] | None = None,
+    callbacks: Sequence[Callable[[StepState], None]] = (),
+) -> TrainResult:
+    """Train ``model`` in place on ``train_data`` and return the :class:`TrainResult`.
+
+    ``train_data``/``eval_data``: a ``datasets.Dataset`` with ``text`` and ``label``
+    columns (tokenized here with ``tokenizer``, padded per batch), an already tokenized
+    one, or a ``DataLoader`` of dict batches with ``labels``. With ``eval_data`` the
+    model is evaluated every ``config.eval_every`` steps and at the end, and with
+    ``config.select_best`` it ends holding the weights that scored best.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    extra_losses = dict(extra_losses or {})
+    for name, term in extra_losses.items():
+        if not callable(term):
+            raise TypeError(f"extra_losses[{name!r}] must be callable as fn(model, batch, outputs)")
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables taking a StepState, got {cb!r}")
+
+    seed_everything(config.seed)
+    accelerator = _accelerator(config.mixed_precision)
+    loader = _loader(train_data, tokenizer, batch_size=config.batch_size, shuffle=True,
+                     seed=config.seed, max_length=config.max_length)
+    total = config.max_steps or max(1, math.ceil(config.epochs * len(loader)))
+    warmup = int(config.warmup_ratio * total)
+    optimizer = _optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_warmup_decay(s, total, warmup))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    eval_loader = None
+    if eval_data is not None:
+        eval_loader = accelerator.prepare(_loader(eval_data, tokenizer, batch_size=128, shuffle=False,
+                                                  seed=0, max_length=config.max_length))
+
+    result, best_state = TrainResult(), None
+    start = time.perf_counter()
+
+    def run_eval(step: int) -> None:
+        nonlocal best_state
+        metrics = _evaluate_prepared(model, eval_loader, accelerator)
+        result.history.append({"step": step, "eval_accuracy": metrics["accuracy"], "eval_loss": metrics["loss"]})
+        result.final_accuracy = metrics["accuracy"]
+        if result.best_accuracy is None or metrics["accuracy"] > result.best_accuracy:
+            result.best_accuracy, result.best_step = metrics["accuracy"], step
+            if config.select_best:
+                unwrapped = accelerator.unwrap_model(model)
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
+        bar.set_postfix(loss=f"{loss.item():.3f}" if step else "-", eval_acc=f"{metrics['accuracy']:.3f}")
+
+    model.train()
+    step, loss = 0, torch.zeros(())
+    bar = tqdm(total=total, desc="train", disable=not (config.progress and accelerator.is_local_main_process),
+               mininterval=2.0, dynamic_ncols=True)
+    while step < total:
+        for batch in loader:
+            outputs = model(**batch)
+            terms = {}
+            if config.task_loss_weight:
+                if outputs.loss is None:
+                    raise ValueError("the model returned no loss: batches must hold 'labels'")
+                terms["task"] = config.task_loss_weight * outputs.loss
+            for name, term in extra_losses.items():
+                terms[name] = term(model, batch, outputs)
+            if not terms:
+                raise ValueError("nothing to minimize: task_loss_weight is 0 and no extra_losses were given")
+            loss = sum(terms.values())
+            accelerator.backward(loss)
+            if config.grad_clip is not None:
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            state = StepState(step=step, total_steps=total, model=model, optimizer=optimizer, loss=loss.item(),
+                              terms={k: v.item() for k, v in terms.items()}, lr=scheduler.get_last_lr()[0])
+            for cb in callbacks:
+                cb(state)
+            if step % 10 == 0 or step == total:
+                result.history.append({"step": step, "loss": state.loss, "lr": state.lr,
+                                       **{f"loss_{k}": v for k, v in state.terms.items()}})
+            bar.update(1)
+            if bar.n % 10 == 0:
+                bar.set_postfix(loss=f"{state.loss:.3f}")
+            if eval_loader is not None and config.eval_every and step % config.eval_every == 0 and step < total:
+                run_eval(step)
+            if step >= total:
+                break
+    if eval_loader is not None:
+        run_eval(step)
+    bar.close()
+    if best_state is not None and result.best_step != step:
+        accelerator.unwrap_model(model).load_state_dict(best_state)
+    model.eval()
+    result.steps, result.seconds = step, time.perf_counter() - start
+    return result

