@@ -5,7 +5,8 @@
   duplicates are dropped so no sentence sits in two splits, leaving 12,752, split with a
   fixed seed into train 10,252 / validation 1,000 / test 1,500.
 * :func:`bbc_news` - 2,225 BBC News articles in 5 classes (Greene & Cunningham, 2006),
-  long documents; exact duplicates dropped, then 70/10/20 train/validation/test.
+  long documents; 98 exact duplicates dropped, the 2,127 left split 70/10/20 into
+  train 1,489 / validation 213 / test 425.
 * :func:`lm_text` - plain text for perplexity and calibration.
 
 Splits are a pure function of the data and the seed: the same on every machine and run.
@@ -150,10 +151,18 @@ def tokenize(dataset, tokenizer, *, max_length: int = 64, text_column: str = "te
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
 
+    from datasets.utils import logging as datasets_logging
+
     def encode(batch):
         return tokenizer(batch[text_column], truncation=True, max_length=max_length)
 
-    return dataset.map(encode, batched=True, remove_columns=[text_column])
+    bars_were_on = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()  # a second of tokenizing needs no bar in a notebook
+    try:
+        return dataset.map(encode, batched=True, remove_columns=[text_column])
+    finally:
+        if bars_were_on:
+            datasets_logging.enable_progress_bar()
 
 
 def collate(tokenizer):
@@ -171,14 +180,59 @@ def collate(tokenizer):
     return fn
 
 
-def dataloader(dataset, tokenizer, *, batch_size: int = 32, shuffle: bool = False, seed: int = 0, max_length: int = 64):
-    """A ``DataLoader`` of padded batches; ``dataset`` may be raw (``text``) or tokenized."""
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """Shuffled indices in which neighbours have similar lengths, so batches pad little.
+
+    Each pass draws a seeded random order, cuts it into *megabatches* of
+    ``megabatch * batch_size`` examples, sorts each megabatch by length and shuffles
+    the order of the resulting batches. Batches stay random in content but hold
+    sentences of similar length: on Rotten Tomatoes that halves the padded tokens. Every
+    new pass (epoch) uses the next seed, so passes differ but runs repeat.
+    """
+
+    def __init__(self, lengths, batch_size: int, *, seed: int = 0, megabatch: int = 50):
+        if batch_size < 1 or megabatch < 1:
+            raise ValueError(f"batch_size and megabatch must be >= 1, got {batch_size} and {megabatch}")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.megabatch = batch_size, seed, megabatch
+        self.passes = 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.passes])
+        self.passes += 1
+        order = rng.permutation(len(self.lengths))
+        size = self.megabatch * self.batch_size
+        batches = []
+        for start in range(0, len(order), size):
+            mega = order[start:start + size]
+            mega = mega[np.argsort(-self.lengths[mega], kind="stable")]
+            batches += [mega[i:i + self.batch_size] for i in range(0, len(mega), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            yield from batches[b].tolist()
+
+
+def dataloader(dataset, tokenizer, *, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
+               max_length: int = 64, group_by_length: bool = False):
+    """A ``DataLoader`` of padded batches; ``dataset`` may be raw (``text``) or tokenized.
+
+    With ``shuffle`` the order is seeded; with ``group_by_length`` as well, batches hold
+    sentences of similar length (see :class:`LengthGroupedSampler`).
+    """
     from torch.utils.data import DataLoader
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if group_by_length and not shuffle:
+        raise ValueError("group_by_length=True needs shuffle=True (it is a way of shuffling)")
     if "input_ids" not in dataset.column_names:
         dataset = tokenize(dataset, tokenizer, max_length=max_length)
+    if group_by_length:
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        sampler = LengthGroupedSampler(lengths, batch_size, seed=seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate(tokenizer))
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate(tokenizer))
 

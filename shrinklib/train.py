@@ -43,6 +43,7 @@ class TrainConfig:
     eval_every: int | None = None  # steps between evaluations; None: once, at the end
     select_best: bool = True  # restore the weights that scored best on eval_data
     max_length: int = 64  # tokens, when fit tokenizes raw text
+    group_by_length: bool = True  # batch sentences of similar length: less padding, same epochs
     task_loss_weight: float = 1.0  # weight of the model's own loss (0: extra terms only)
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (GPU)
     progress: bool = True
@@ -84,7 +85,7 @@ class StepState:
     optimizer: torch.optim.Optimizer
     loss: float  # the total loss of this step
     terms: dict[str, float]  # each named term of the loss
-    lr: float
+    lr: float  # the learning rate this step used
 
 
 @dataclass
@@ -104,7 +105,7 @@ def linear_warmup_decay(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def _loader(data, tokenizer, *, batch_size, shuffle, seed, max_length):
+def _loader(data, tokenizer, *, batch_size, shuffle, seed, max_length, group_by_length=False):
     from torch.utils.data import DataLoader
 
     from shrinklib.data import dataloader
@@ -113,7 +114,8 @@ def _loader(data, tokenizer, *, batch_size, shuffle, seed, max_length):
         return data
     if tokenizer is None and "input_ids" not in getattr(data, "column_names", ()):
         raise ValueError("pass tokenizer= to train or evaluate on raw text (a dataset with a 'text' column)")
-    return dataloader(data, tokenizer, batch_size=batch_size, shuffle=shuffle, seed=seed, max_length=max_length)
+    return dataloader(data, tokenizer, batch_size=batch_size, shuffle=shuffle, seed=seed, max_length=max_length,
+                      group_by_length=group_by_length)
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
@@ -194,7 +196,7 @@ def fit(
     seed_everything(config.seed)
     accelerator = _accelerator(config.mixed_precision)
     loader = _loader(train_data, tokenizer, batch_size=config.batch_size, shuffle=True,
-                     seed=config.seed, max_length=config.max_length)
+                     seed=config.seed, max_length=config.max_length, group_by_length=config.group_by_length)
     total = config.max_steps or max(1, math.ceil(config.epochs * len(loader)))
     warmup = int(config.warmup_ratio * total)
     optimizer = _optimizer(model, config)
@@ -240,12 +242,13 @@ def fit(
             accelerator.backward(loss)
             if config.grad_clip is not None:
                 accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             state = StepState(step=step, total_steps=total, model=model, optimizer=optimizer, loss=loss.item(),
-                              terms={k: v.item() for k, v in terms.items()}, lr=scheduler.get_last_lr()[0])
+                              terms={k: v.item() for k, v in terms.items()}, lr=lr)
             for cb in callbacks:
                 cb(state)
             if step % 10 == 0 or step == total:
