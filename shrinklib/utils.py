@@ -96,3 +96,18 @@ def replace_modules_(
     for fqn, new in new_modules:  # swap only once every factory call has succeeded
         model.set_submodule(fqn, new)
     return model
+
+
+def glue(name: str, value, *, display: bool = False):
+    """Make ``value`` quotable in a notebook's text as ``{glue}`name``` and return it.
+
+    The book's prose quotes numbers from the run that produced them (myst-nb's glue),
+    never typed by hand. Where myst-nb is not installed (a bare Colab runtime) this
+    only returns ``value``.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return value
+    myst_glue(name, value, display=display)
+    return value

@@ -46,9 +46,11 @@ def _from_pretrained(loader, name_or_path, **kwargs):
 
 
 def _quiet_transformers():
+    """No load reports or weight-loading bars in notebooks: errors still show."""
     from transformers.utils import logging
 
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
 
 
 def encoder(name: str | os.PathLike | None = None, *, num_labels: int | None = None):
@@ -145,6 +147,7 @@ def teacher(task: str = "rt", *, name=None, recipe: TeacherRecipe = TeacherRecip
 
     from shrinklib import serialize
 
+    _quiet_transformers()
     folder = teacher_folder(task, name=name, recipe=recipe)
     return serialize.load(folder).eval(), AutoTokenizer.from_pretrained(folder)
 
@@ -163,6 +166,7 @@ def _dequantized_decoder(folder: Path, name) -> None:
 
     from shrinklib import serialize
 
+    _quiet_transformers()
     gguf = assets.smollm2_gguf() if name is None else None
     path = gguf.parent if gguf else name
     kwargs = {"gguf_file": gguf.name} if gguf else {}
