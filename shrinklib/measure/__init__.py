@@ -18,11 +18,13 @@ table compare:
   the CPU attention kernel and recurrent layers added, per module and per component.
 * **Latency.** Median (and interquartile range) of 20 timed forward passes of batch 1 x
   64 tokens after 3 warm-up passes, in eval mode under ``torch.inference_mode`` on 2
-  CPU threads; the machine is recorded with the number.
+  CPU threads; the machine is recorded with the number. :func:`latency_by_component`
+  splits that time by component (each module's own time, via hooks).
 
 :func:`measure_classifier` runs the whole protocol and returns a :class:`Report`;
 :class:`ResultsTable` keeps the rows of all chapters in one CSV.
 """
+from shrinklib.measure.component_latency import latency_by_component
 from shrinklib.measure.components import COMPONENTS, component_of
 from shrinklib.measure.counts import (
     count_parameters,
@@ -41,6 +43,8 @@ from shrinklib.measure.report import (
     Report,
     ResultsTable,
     describe_device,
+    git_commit,
+    provenance,
     measure_classifier,
     to_frame,
 )
@@ -52,7 +56,7 @@ __all__ = [
     "size_on_disk", "size_in_memory",
     "macs", "macs_by_component", "macs_by_module", "recurrent_macs",
     "dummy_inputs", "evaluating",
-    "Latency", "latency",
+    "Latency", "latency", "latency_by_component",
     "Accuracy", "accuracy", "bootstrap_ci", "perplexity", "predict_logits",
-    "Report", "ResultsTable", "COLUMNS", "to_frame", "measure_classifier", "describe_device",
+    "Report", "ResultsTable", "COLUMNS", "to_frame", "measure_classifier", "describe_device", "provenance", "git_commit",
 ]

@@ -50,6 +50,34 @@ def describe_device(device: torch.device | str | None = None) -> str:
     return f"cpu: {name} ({available_cpus()} CPUs)"
 
 
+def git_commit(folder: str | Path | None = None) -> str:
+    """Short hash of the checked-out commit (``+dirty`` if files changed), or ``"unknown"``."""
+    import subprocess
+
+    cwd = str(folder or Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def provenance(device: torch.device | str | None = None) -> dict[str, str]:
+    """What every row in ``results/`` carries: device, library versions, UTC date, commit."""
+    import transformers
+
+    import shrinklib
+
+    return {
+        "device": describe_device(device), "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__, "shrinklib_version": shrinklib.__version__,
+        "date": _now(), "commit": git_commit(),
+    }
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -126,3 +126,14 @@ def test_bad_input(tmp_path):
         ResultsTable.load(tmp_path / "junk.csv")
     with pytest.raises(ValueError, match="chapter must be a non-empty str"):
         measure_classifier(torch.nn.Linear(2, 2), None, {"text": []}, name="x", chapter="", method="m")
+
+
+def test_provenance_names_device_versions_date_and_commit():
+    import re
+
+    from shrinklib.measure import provenance
+
+    stamp = provenance()
+    assert set(stamp) == {"device", "torch_version", "transformers_version", "shrinklib_version", "date", "commit"}
+    assert stamp["device"].startswith(("cpu: ", "cuda: "))
+    assert re.fullmatch(r"[0-9a-f]{4,40}(\+dirty)?|unknown", stamp["commit"])
