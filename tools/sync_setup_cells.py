@@ -19,11 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TEMPLATE = '''# Set-up. On Colab: install shrinklib and the offline models and corpora it reads.
 # Anywhere else (`make book`, `make test`, Jupyter after `make install`) there is nothing to do.
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    !pip install --quiet "shrinklib @ git+{repository}"
-    !python -m shrinklib install-assets'''
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "shrinklib @ git+{repository}"], check=True)
+    subprocess.run([sys.executable, "-m", "shrinklib", "install-assets"], check=True)'''
 
 
 def repository_url(root: Path = ROOT) -> str:
