@@ -197,11 +197,14 @@ def fit(
     accelerator = _accelerator(config.mixed_precision)
     loader = _loader(train_data, tokenizer, batch_size=config.batch_size, shuffle=True,
                      seed=config.seed, max_length=config.max_length, group_by_length=config.group_by_length)
+    raw_optimizer = _optimizer(model, config)
+    model, optimizer, loader = accelerator.prepare(model, raw_optimizer, loader)
+    # Steps are counted per process on the prepared (sharded) loader, and the schedule is
+    # driven here rather than by Accelerate's scheduler wrapper, which steps once per
+    # process: so a step budget means the same number of optimizer steps on 1 or N devices.
     total = config.max_steps or max(1, math.ceil(config.epochs * len(loader)))
     warmup = int(config.warmup_ratio * total)
-    optimizer = _optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_warmup_decay(s, total, warmup))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, lambda s: linear_warmup_decay(s, total, warmup))
     eval_loader = None
     if eval_data is not None:
         eval_loader = accelerator.prepare(_loader(eval_data, tokenizer, batch_size=128, shuffle=False,

@@ -42,11 +42,11 @@ def notebooks(root: Path = ROOT) -> list[Path]:
 def sync(path: Path, source: str) -> bool:
     """Rewrite cell 2 of ``path`` to ``source``; True if the file changed."""
     nb = json.loads(path.read_text())
-    cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+    cell = {"cell_type": "code", "execution_count": None, "id": "colab-setup", "metadata": {}, "outputs": [],
             "source": source.splitlines(keepends=True)}
     cells = nb["cells"]
     if len(cells) > 1 and cells[1]["cell_type"] == "code" and "google.colab" in "".join(cells[1]["source"]):
-        if "".join(cells[1]["source"]) == source:
+        if "".join(cells[1]["source"]) == source and cells[1].get("id") == "colab-setup":
             return False
         cell["metadata"] = cells[1].get("metadata", {})
         cells[1] = cell
