@@ -98,16 +98,16 @@ def replace_modules_(
     return model
 
 
-def glue(name: str, value, *, display: bool = False):
-    """Make ``value`` quotable in a notebook's text as ``{glue}`name``` and return it.
+def glue(name: str, value, *, display: bool = False) -> None:
+    """Make ``value`` quotable in a notebook's text as ``{glue:text}`name:format```.
 
     The book's prose quotes numbers from the run that produced them (myst-nb's glue),
-    never typed by hand. Where myst-nb is not installed (a bare Colab runtime) this
-    only returns ``value``.
+    never typed by hand. Glue plain numbers (``float(x)``, not NumPy scalars) and format
+    them in the text, e.g. ``{glue:text}`acc:.1%```. Where myst-nb is not installed (a
+    bare Colab runtime) this does nothing.
     """
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
-        return value
+        return
     myst_glue(name, value, display=display)
-    return value

@@ -225,7 +225,7 @@ def test_every_cited_key_is_in_references_bib():
     assert not unknown, f"{{cite}} keys missing from references.bib: {unknown}"
 
 
-GLUE_ROLE = re.compile(r"\{glue(?::[a-z]+)?\}`([^`]+)`")
+GLUE_ROLE = re.compile(r"\{glue(?::[a-z]+)?\}`([^`:]+)(?::[^`]*)?`")  # {glue:text}`key:.1%`
 GLUE_CALL = re.compile(r"""\bglue\(\s*["']([^"']+)["']""")
 
 

@@ -118,3 +118,22 @@ def test_bad_input(sweep, table):
         pareto_front([1, 2, 3])
     with pytest.raises(ValueError, match="points must be finite"):
         pareto_front([(1, np.nan)])
+
+
+def test_log_axis_labels_exactly_the_ticks():
+    import matplotlib.pyplot as plt
+
+    from shrinklib.plot import log_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([16, 64, 512], [1, 2, 3])
+    assert log_axis(ax, [16, 64, 512]) is ax
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "64", "512"]
+    assert not [t for t in ax.xaxis.get_minorticklabels() if t.get_text()]
+    with pytest.raises(ValueError, match="ticks must be positive numbers"):
+        log_axis(ax, [0, 16])
+    with pytest.raises(ValueError, match="axis must be 'x' or 'y'"):
+        log_axis(ax, [16], axis="z")
+    plt.close(fig)

@@ -17,13 +17,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TEMPLATE = '''# Set-up. On Colab: install shrinklib and the offline models and corpora it reads.
-# Anywhere else (`make book`, `make test`, Jupyter after `make install`) there is nothing to do.
+TEMPLATE = '''# Set-up. On Colab, install shrinklib and the offline models and corpora.
+# Elsewhere (make book, make test, Jupyter after make install): nothing to do.
 import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "shrinklib @ git+{repository}"], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    subprocess.run(pip + ["shrinklib @ git+{repository}"], check=True)
     subprocess.run([sys.executable, "-m", "shrinklib", "install-assets"], check=True)'''
 
 
