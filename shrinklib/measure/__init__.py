@@ -12,7 +12,9 @@ table compare:
   nonzero entries, so pruning shows up before any format exploits it. Breakdowns by
   component: embeddings, attention, FFN, norms, head, recurrent, other.
 * **Size.** The bytes of the safetensors file that :func:`shrinklib.save` writes, in MB
-  (1e6 bytes); memory as the bytes of distinct parameter and buffer storages.
+  (1e6 bytes); memory as the bytes of distinct parameter and buffer storages, plus the
+  peak bytes of activations alive at once in a forward pass
+  (:func:`peak_activation_memory`).
 * **Compute.** Multiply-accumulates of one forward pass on dummy token ids
   (batch 1 x 128 tokens unless stated), counted by PyTorch's ``FlopCounterMode`` with
   the CPU attention kernel and recurrent layers added, per module and per component.
@@ -24,6 +26,7 @@ table compare:
 :func:`measure_classifier` runs the whole protocol and returns a :class:`Report`;
 :class:`ResultsTable` keeps the rows of all chapters in one CSV.
 """
+from shrinklib.measure.activation_memory import peak_activation_memory
 from shrinklib.measure.component_latency import latency_by_component
 from shrinklib.measure.components import COMPONENTS, component_of
 from shrinklib.measure.counts import (
@@ -53,7 +56,7 @@ from shrinklib.measure.size import size_in_memory, size_on_disk
 __all__ = [
     "COMPONENTS", "component_of",
     "count_parameters", "parameters_by_component", "nonzeros", "sparsity", "nonzero_parameters", "module_weights",
-    "size_on_disk", "size_in_memory",
+    "size_on_disk", "size_in_memory", "peak_activation_memory",
     "macs", "macs_by_component", "macs_by_module", "recurrent_macs",
     "dummy_inputs", "evaluating",
     "Latency", "latency", "latency_by_component",
