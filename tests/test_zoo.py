@@ -31,6 +31,15 @@ def test_encoder_loads_offline():
     assert classifier.classifier.out_features == 3
 
 
+def test_a_local_folder_can_replace_the_default():
+    from shrinklib import assets
+
+    default, _ = zoo.encoder(num_labels=2)
+    local, tokenizer = zoo.encoder(assets.minilm_folder(), num_labels=2)
+    assert torch.equal(default.bert.embeddings.word_embeddings.weight, local.bert.embeddings.word_embeddings.weight)
+    assert len(tokenizer) == 30_522
+
+
 def test_bilstm_matches_the_tokenizer():
     _, tokenizer = zoo.encoder()
     lstm = zoo.bilstm(tokenizer, embed_dim=8, hidden_size=6)
