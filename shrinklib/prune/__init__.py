@@ -1,0 +1,15 @@
+"""Pruning (chapter 2): remove weights, neurons, heads or layers a model can do without.
+
+* :mod:`~shrinklib.prune.masks` - masks as ``weight_mask`` buffers, kept through training.
+* :mod:`~shrinklib.prune.magnitude` - unstructured magnitude pruning, layer-wise or global.
+* :mod:`~shrinklib.prune.schedule` - gradual pruning on the cubic schedule of Zhu & Gupta.
+"""
+from shrinklib.prune.magnitude import SCOPES, magnitude_, magnitude_masks, prunable_weights
+from shrinklib.prune.masks import MASK, apply_masks_, keep_masks, make_permanent_, masks, set_mask_
+from shrinklib.prune.schedule import GradualMagnitude, cubic_sparsity
+
+__all__ = [
+    "MASK", "set_mask_", "masks", "apply_masks_", "keep_masks", "make_permanent_",
+    "SCOPES", "magnitude_", "magnitude_masks", "prunable_weights",
+    "cubic_sparsity", "GradualMagnitude",
+]

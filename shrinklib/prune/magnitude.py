@@ -1,0 +1,93 @@
+"""Unstructured magnitude pruning: remove the weights of smallest absolute value.
+
+The oldest and simplest criterion (Han et al., 2015; for text, See et al., 2016 and
+Zhu & Gupta, 2017): a weight's importance is its magnitude, and a fraction ``s`` of the
+least important weights is set to zero. The *scope* decides among which weights the
+fraction is taken:
+
+* ``"layer"``: in every layer separately, so each keeps ``1 - s`` of its weights;
+* ``"global"``: over all chosen layers at once, so layers whose weights are small
+  overall lose more of them.
+
+For each pool of weights the ``round(s * n)`` smallest magnitudes are pruned, the rule
+``torch.nn.utils.prune.l1_unstructured`` / ``global_unstructured`` follow, so the masks
+are identical to torch's (tests check it). The result is held in ``weight_mask``
+buffers (see :mod:`shrinklib.prune.masks`).
+"""
+from __future__ import annotations
+
+from numbers import Real
+
+import torch
+from torch import nn
+
+from shrinklib.prune.masks import MASK, set_mask_
+from shrinklib.utils import FilterFn, matching_modules
+
+SCOPES = ("layer", "global")
+
+
+def _check_sparsity(sparsity) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, Real) or not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    return float(sparsity)
+
+
+def prunable_weights(model: nn.Module, filter_fn: FilterFn | None = None) -> dict[str, nn.Module]:
+    """``{fqn: module}`` of the modules ``filter_fn`` picks that have a floating-point weight.
+
+    The default ``filter_fn`` is :func:`shrinklib.utils.encoder_linears` (the body's
+    Linear layers, not the head). A model with none raises ``ValueError``.
+    """
+    picked = {fqn: m for fqn, m in matching_modules(model, filter_fn)
+              if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.is_floating_point()}
+    if not picked:
+        raise ValueError(f"no prunable layer: filter_fn picked no module with a floating-point weight in this "
+                         f"{type(model).__name__}")
+    return picked
+
+
+def _smallest(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Boolean keep-mask pruning the ``round(sparsity * n)`` smallest entries of ``scores``."""
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    k = round(sparsity * scores.numel())
+    if k:
+        keep[torch.topk(scores.flatten(), k=k, largest=False).indices] = False
+    return keep.view(scores.shape)
+
+
+def magnitude_masks(model: nn.Module, sparsity: float, *, scope: str = "global",
+                    filter_fn: FilterFn | None = None) -> dict[str, torch.Tensor]:
+    """The keep-masks magnitude pruning would set, without changing ``model``.
+
+    A weight already masked counts as magnitude 0, so masks only grow sparser.
+    """
+    sparsity = _check_sparsity(sparsity)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    modules = prunable_weights(model, filter_fn)
+    with torch.no_grad():
+        scores = {}
+        for fqn, m in modules.items():
+            w = m.weight.detach().abs()
+            mask = m._buffers.get(MASK)
+            scores[fqn] = w * mask if mask is not None else w
+        if scope == "layer":
+            return {fqn: _smallest(s, sparsity) for fqn, s in scores.items()}
+        flat = _smallest(torch.cat([s.flatten() for s in scores.values()]), sparsity)
+        out, start = {}, 0
+        for fqn, s in scores.items():
+            out[fqn] = flat[start:start + s.numel()].view(s.shape)
+            start += s.numel()
+        return out
+
+
+def magnitude_(model: nn.Module, sparsity: float = 0.5, *, scope: str = "global",
+               filter_fn: FilterFn | None = None) -> nn.Module:
+    """Prune ``model`` in place to ``sparsity`` by weight magnitude; returns ``model``.
+
+    Every mask is computed before any layer changes, so bad input leaves the model whole.
+    """
+    for fqn, mask in magnitude_masks(model, sparsity, scope=scope, filter_fn=filter_fn).items():
+        set_mask_(model.get_submodule(fqn), mask)
+    return model
