@@ -63,8 +63,6 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, scope: str = "global",
     A weight already masked counts as magnitude 0, so masks only grow sparser.
     """
     sparsity = _check_sparsity(sparsity)
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     modules = prunable_weights(model, filter_fn)
     with torch.no_grad():
         scores = {}
@@ -72,14 +70,26 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, scope: str = "global",
             w = m.weight.detach().abs()
             mask = m._buffers.get(MASK)
             scores[fqn] = w * mask if mask is not None else w
-        if scope == "layer":
-            return {fqn: _smallest(s, sparsity) for fqn, s in scores.items()}
-        flat = _smallest(torch.cat([s.flatten() for s in scores.values()]), sparsity)
-        out, start = {}, 0
-        for fqn, s in scores.items():
-            out[fqn] = flat[start:start + s.numel()].view(s.shape)
-            start += s.numel()
-        return out
+        return select_smallest(scores, sparsity, scope)
+
+
+def select_smallest(scores: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
+    """Keep-masks pruning the ``sparsity`` share of lowest ``scores``, per tensor or over all.
+
+    The selection every score-based method shares (magnitude, blocks, movement...):
+    ``scope="layer"`` prunes ``round(s * n)`` entries of each tensor, ``"global"``
+    ``round(s * N)`` entries of all of them together.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if scope == "layer":
+        return {fqn: _smallest(s, sparsity) for fqn, s in scores.items()}
+    flat = _smallest(torch.cat([s.flatten() for s in scores.values()]), sparsity)
+    out, start = {}, 0
+    for fqn, s in scores.items():
+        out[fqn] = flat[start:start + s.numel()].view(s.shape)
+        start += s.numel()
+    return out
 
 
 def magnitude_(model: nn.Module, sparsity: float = 0.5, *, scope: str = "global",

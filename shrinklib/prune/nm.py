@@ -1,0 +1,72 @@
+"""N:M semi-structured sparsity: in every group of M consecutive weights, keep N.
+
+Along the input (reduction) dimension of a Linear weight ``(out, in)``, each run of
+``m`` weights keeps its ``n`` largest in magnitude. The pattern is regular enough for
+hardware and kernels to exploit: with 2:4, NVIDIA's sparse tensor cores (Ampere and
+later, Mishra et al., 2021, "Accelerating Sparse Deep Neural Networks") skip the zeros,
+and a compressed form stores only the kept values plus a 2-bit index each (see
+``shrinklib.kernels``). Accuracy lost to the fixed 50% is recovered by fine-tuning
+with the mask held (``shrinklib.prune.keep_masks``); Zhou et al. (2021) train N:M
+masks from scratch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shrinklib.prune.magnitude import prunable_weights
+from shrinklib.prune.masks import MASK, set_mask_
+from shrinklib.utils import FilterFn
+
+
+def _check_nm(n, m) -> None:
+    for name, value in (("n", n), ("m", m)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if n > m:
+        raise ValueError(f"N:M sparsity needs n <= m, got n={n}, m={m}")
+
+
+def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """Keep-mask of an ``(out, in)`` weight: the ``n`` largest |w| of each ``m`` along ``in``."""
+    _check_nm(n, m)
+    if weight.ndim != 2:
+        raise ValueError(f"N:M masks are defined for 2-D weights (out, in), got shape {tuple(weight.shape)}")
+    rows, cols = weight.shape
+    if cols % m:
+        raise ValueError(f"the input dimension ({cols}) must be a multiple of m={m} for {n}:{m} sparsity")
+    groups = weight.detach().abs().reshape(rows, cols // m, m)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(-1, torch.topk(groups, k=n, dim=-1).indices, True)
+    return keep.reshape(rows, cols)
+
+
+def nm_(model: nn.Module, n: int = 2, m: int = 4, *, filter_fn: FilterFn | None = None) -> nn.Module:
+    """Prune every picked layer of ``model`` to N:M sparsity in place; returns ``model``.
+
+    A layer already masked keeps its zeros pruned (they count as magnitude 0). Every
+    mask is computed before any layer changes, so a layer whose width does not divide
+    by ``m`` leaves the whole model untouched.
+    """
+    _check_nm(n, m)
+    new = {}
+    for fqn, module in prunable_weights(model, filter_fn).items():
+        weight = module.weight
+        mask = module._buffers.get(MASK)
+        scores = weight.detach() * mask if mask is not None else weight
+        try:
+            new[fqn] = nm_mask(scores, n, m)
+        except ValueError as err:
+            raise ValueError(f"{fqn}: {err}") from None
+    for fqn, mask in new.items():
+        set_mask_(model.get_submodule(fqn), mask)
+    return model
+
+
+def is_nm_sparse(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
+    """True if every group of ``m`` along the input dimension has at most ``n`` nonzeros."""
+    _check_nm(n, m)
+    rows, cols = weight.shape
+    if cols % m:
+        return False
+    return bool(((weight.reshape(rows, cols // m, m) != 0).sum(-1) <= n).all())
