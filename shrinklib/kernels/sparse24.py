@@ -1,0 +1,118 @@
+"""2:4 sparse weight x dense activation: ``y = x @ W.T`` from a compressed ``W``.
+
+A weight ``W`` of shape ``(N, K)`` pruned to 2:4 (``shrinklib.prune.nm_``: at most two
+nonzeros in every group of four along ``K``) is stored as
+
+* ``values``, ``(N, K/2)``: the two kept entries of each group, in order;
+* ``meta``, ``(N, K/4)`` uint8: for each group, the positions (0-3) of its two kept
+  entries, ``first | second << 2`` with ``first < second``.
+
+That is half the weight's bytes plus a quarter byte per kept pair, the layout idea of
+NVIDIA's sparse tensor cores (Mishra et al., 2021), which keep 2-bit indices too. The
+kernel reads the compressed tiles, rebuilds each dense ``(BLOCK_N, BLOCK_K)`` tile of
+``W`` in registers (every column picks ``values[2g]``, ``values[2g+1]`` or zero by
+comparing its position with the metadata) and multiplies it with ``tl.dot``,
+accumulating in fp32. :func:`sparse24_matmul_ref` is the definition of the right answer.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
+
+
+def compress_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, meta)`` of a 2:4-sparse ``(N, K)`` weight (``K`` a multiple of 4).
+
+    A group with fewer than two nonzeros stores zeros at unused positions, so any weight
+    with at most two nonzeros per group of four compresses exactly.
+    """
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D (N, K), got shape {tuple(weight.shape)}")
+    n, k = weight.shape
+    if k % 4:
+        raise ValueError(f"K ({k}) must be a multiple of 4 for the 2:4 format")
+    groups = weight.reshape(n, k // 4, 4)
+    if int(((groups != 0).sum(-1) > 2).sum()):
+        raise ValueError("weight is not 2:4 sparse: some group of 4 along K has more than 2 nonzeros "
+                         "(prune it with shrinklib.prune.nm_ first)")
+    # positions of the two kept entries: the nonzeros first (stable), lowest positions on ties
+    order = torch.argsort((groups == 0).to(torch.int8), dim=-1, stable=True)[..., :2]
+    first, second = order.min(dim=-1).values, order.max(dim=-1).values
+    values = torch.stack([groups.gather(-1, first[..., None])[..., 0], groups.gather(-1, second[..., None])[..., 0]], -1)
+    meta = (first | (second << 2)).to(torch.uint8)
+    return values.reshape(n, k // 2).contiguous(), meta.contiguous()
+
+
+def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+    """The dense ``(N, K)`` weight that ``(values, meta)`` encode."""
+    n, half = values.shape
+    if meta.shape != (n, half // 2) or half % 2:
+        raise ValueError(f"meta must have shape (N, K/4) = {(n, half // 2)} for values {tuple(values.shape)}, "
+                         f"got {tuple(meta.shape)}")
+    pairs = values.reshape(n, half // 2, 2)
+    dense = torch.zeros(n, half // 2, 4, dtype=values.dtype, device=values.device)
+    m = meta.to(torch.int64)
+    dense.scatter_(-1, (m & 3)[..., None], pairs[..., :1])
+    dense.scatter_(-1, ((m >> 2) & 3)[..., None], pairs[..., 1:])
+    return dense.reshape(n, half * 2)
+
+
+def sparse24_matmul_ref(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+    """Reference: ``x @ W.T`` with ``W`` decompressed, accumulated in fp32, cast to ``x.dtype``."""
+    return (x.float() @ decompress_24(values, meta).float().T).to(x.dtype)
+
+
+@triton.jit
+def _sparse24_kernel(
+    x_ptr, v_ptr, meta_ptr, y_ptr, M, N, K,
+    stride_xm, stride_xk, stride_vn, stride_vk, stride_mn, stride_mk, stride_ym, stride_yn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        x_mask = (rm[:, None] < M) & (rk[None, :] < K)
+        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk, mask=x_mask, other=0.0)
+        group = rk // 4
+        position = rk % 4
+        w_mask = (rn[:, None] < N) & (rk[None, :] < K)
+        meta = tl.load(meta_ptr + rn[:, None] * stride_mn + group[None, :] * stride_mk, mask=w_mask, other=0)
+        meta = meta.to(tl.int32)
+        v0 = tl.load(v_ptr + rn[:, None] * stride_vn + (2 * group)[None, :] * stride_vk, mask=w_mask, other=0.0)
+        v1 = tl.load(v_ptr + rn[:, None] * stride_vn + (2 * group + 1)[None, :] * stride_vk, mask=w_mask, other=0.0)
+        w = tl.where((meta & 3) == position[None, :], v0, tl.where(((meta >> 2) & 3) == position[None, :], v1, 0.0))
+        acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
+    y_mask = (rm[:, None] < M) & (rn[None, :] < N)
+    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+
+
+def sparse24_matmul(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, *,
+                    block_m: int = 16, block_n: int = 32, block_k: int = 64) -> torch.Tensor:
+    """``x @ W.T`` for ``x`` of shape ``(..., K)`` and a compressed 2:4 ``W`` of shape ``(N, K)``."""
+    if x.dtype not in (torch.float16, torch.float32):
+        raise TypeError(f"x must be float16 or float32, got {x.dtype} (bf16 is wrong under Triton's interpreter)")
+    if values.dtype != x.dtype:
+        raise TypeError(f"values ({values.dtype}) must have the dtype of x ({x.dtype})")
+    n, half = values.shape
+    k = 2 * half
+    if x.shape[-1] != k or meta.shape != (n, k // 4):
+        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, values {tuple(values.shape)}, meta {tuple(meta.shape)}")
+    if block_k % 4:
+        raise ValueError(f"block_k must be a multiple of 4, got {block_k}")
+    x2 = x.reshape(-1, k)
+    m = x2.shape[0]
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
+    _sparse24_kernel[grid](
+        x2, values, meta, y, m, n, k,
+        x2.stride(0), x2.stride(1), values.stride(0), values.stride(1), meta.stride(0), meta.stride(1),
+        y.stride(0), y.stride(1), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+    )
+    return y.reshape(*x.shape[:-1], n)

@@ -1,0 +1,53 @@
+"""The 2:4 kernel, run for real under Triton's interpreter on the CPU (on a GPU, compiled)."""
+import pytest
+import torch
+
+from shrinklib import prune
+from shrinklib.kernels.sparse24 import compress_24, decompress_24, sparse24_matmul, sparse24_matmul_ref
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sparse(n, k, seed=0, dtype=torch.float32):
+    w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
+    return (w * prune.nm_mask(w, 2, 4)).to(dtype)
+
+
+def test_format_of_one_group():
+    values, meta = compress_24(torch.tensor([[0.0, 3.0, 0.0, 5.0]]))
+    assert values.tolist() == [[3.0, 5.0]] and meta.tolist() == [[1 | 3 << 2]]
+
+
+@pytest.mark.parametrize("n, k", [(1, 4), (45, 76), (8, 132)])
+def test_compress_round_trips_exactly(n, k):
+    w = _sparse(n, k)
+    w[0, :4] = 0  # a group with no nonzero
+    w[-1, 4:8] = torch.tensor([0.0, 0.0, 2.0, 0.0]) if k > 4 else w[-1, 4:8]  # a group with one
+    values, meta = compress_24(w)
+    assert values.shape == (n, k // 2) and meta.shape == (n, k // 4) and meta.dtype == torch.uint8
+    assert torch.equal(decompress_24(values, meta), w)
+
+
+@pytest.mark.parametrize("m, n, k, batch", [(1, 8, 4, ()), (5, 45, 76, ()), (33, 70, 132, ()), (7, 24, 64, (3,))])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
+def test_kernel_matches_the_reference_with_ragged_edges(m, n, k, batch, dtype, tol):
+    w = _sparse(n, k, dtype=dtype)
+    values, meta = compress_24(w)
+    x = torch.randn(*batch, m, k, generator=torch.Generator().manual_seed(1)).to(dtype)
+    expected = sparse24_matmul_ref(x, values, meta)
+    assert torch.allclose(expected.float(), x.float() @ w.float().T, atol=tol, rtol=tol)
+    got = sparse24_matmul(x.to(DEVICE), values.to(DEVICE), meta.to(DEVICE)).cpu()
+    assert got.shape == (*batch, m, n) and got.dtype == dtype
+    assert torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: compress_24(torch.ones(2, 8)), ValueError, "not 2:4 sparse"),
+    (lambda: compress_24(torch.zeros(2, 6)), ValueError, r"K \(6\) must be a multiple of 4"),
+    (lambda: sparse24_matmul(torch.zeros(2, 8, dtype=torch.bfloat16), *compress_24(torch.zeros(3, 8))), TypeError, "bf16"),
+    (lambda: sparse24_matmul(torch.zeros(2, 12), *compress_24(torch.zeros(3, 8))), ValueError, "shapes do not fit"),
+    (lambda: sparse24_matmul(torch.zeros(2, 8).half(), *compress_24(torch.zeros(3, 8))), TypeError, "must have the dtype of x"),
+])
+def test_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
