@@ -8,6 +8,7 @@ project's machine are in DESIGN.md: bf16 arithmetic is wrong there (cast to fp32
 and unmasked out-of-bounds loads pass silently, so masks are right by construction.
 
 * :mod:`~shrinklib.kernels.sparse24` - 2:4 sparse weight x dense activation.
+* :mod:`~shrinklib.kernels.bsr` - block-sparse (BSR) weight x dense activation.
 """
 import os
 
