@@ -127,7 +127,8 @@ def record_change(model: nn.Module, kind: str, **payload) -> None:
         json.dumps(payload)
     except TypeError as err:
         raise TypeError(f"the payload of a {kind!r} change must be JSON-serializable: {err}") from None
-    model.__dict__.setdefault(_CHANGES_ATTR, []).append({"kind": kind, **payload})
+    provider = _CHANGE_APPLIERS[kind].__module__  # load imports it to find the applier
+    model.__dict__.setdefault(_CHANGES_ATTR, []).append({"kind": kind, "provider": provider, **payload})
 
 
 def recorded_changes(model: nn.Module) -> list[dict]:
@@ -136,10 +137,11 @@ def recorded_changes(model: nn.Module) -> list[dict]:
 
 
 def _apply_change(model: nn.Module, record: dict) -> None:
-    payload = {k: v for k, v in record.items() if k != "kind"}
+    payload = {k: v for k, v in record.items() if k not in ("kind", "provider")}
     kind = record["kind"]
+    if kind not in _CHANGE_APPLIERS and record.get("provider"):
+        importlib.import_module(record["provider"])  # registers the applier
     if kind not in _CHANGE_APPLIERS:
-        # The module that registers it may simply not be imported yet.
         raise ValueError(
             f"this folder records a change of kind {kind!r} but no applier for it is registered; "
             "import the shrinklib module that made it before calling shrinklib.load"

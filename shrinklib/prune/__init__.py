@@ -6,10 +6,17 @@
 * :mod:`~shrinklib.prune.nm` - N:M semi-structured sparsity (2:4).
 * :mod:`~shrinklib.prune.block` - block pruning (whole tiles of a weight).
 * :mod:`~shrinklib.prune.sparse_linear` - 2:4 layers stored compressed, run by the Triton kernel.
+* :mod:`~shrinklib.prune.gates` - gradient importance of heads and neurons.
+* :mod:`~shrinklib.prune.heads`, :mod:`~shrinklib.prune.neurons`, :mod:`~shrinklib.prune.layers` -
+  structured pruning that makes the model physically smaller.
 """
 from shrinklib.prune.block import CRITERIA, block_, block_scores, expand_blocks
+from shrinklib.prune.gates import gate_importance, lowest_units
+from shrinklib.prune.heads import attention_layers, head_importance, prune_heads_
+from shrinklib.prune.layers import STRATEGIES, drop_layers_, encoder_layers, layers_to_drop
 from shrinklib.prune.magnitude import SCOPES, magnitude_, magnitude_masks, prunable_weights, select_smallest
 from shrinklib.prune.masks import MASK, apply_masks_, keep_masks, make_permanent_, masks, set_mask_
+from shrinklib.prune.neurons import ffn_layers, neuron_importance, prune_neurons_
 from shrinklib.prune.nm import is_nm_sparse, nm_, nm_mask
 from shrinklib.prune.schedule import GradualMagnitude, cubic_sparsity
 from shrinklib.prune.sparse_linear import SparseLinear, sparsify_24_
@@ -19,4 +26,7 @@ __all__ = [
     "SCOPES", "magnitude_", "magnitude_masks", "prunable_weights", "select_smallest",
     "nm_", "nm_mask", "is_nm_sparse", "CRITERIA", "block_", "block_scores", "expand_blocks",
     "cubic_sparsity", "GradualMagnitude", "SparseLinear", "sparsify_24_",
+    "gate_importance", "lowest_units", "attention_layers", "head_importance", "prune_heads_",
+    "ffn_layers", "neuron_importance", "prune_neurons_", "STRATEGIES", "encoder_layers", "layers_to_drop",
+    "drop_layers_",
 ]

@@ -1,0 +1,60 @@
+"""FFN-neuron pruning that makes the model smaller.
+
+Each feed-forward block computes ``W_2 act(W_1 x + b_1) + b_2``; neuron ``j`` owns row
+``j`` of ``W_1`` (and ``b_1[j]``) and column ``j`` of ``W_2``. Removing a neuron cuts
+both, so the two matrices shrink and the FFN, the largest share of an encoder's MACs,
+gets cheaper. Neurons are ranked by the first-order Taylor importance of
+:mod:`shrinklib.prune.gates` (Molchanov et al., 2017; used for BERT FFNs by
+Michel et al., 2019, and in CoFi, Xia et al., 2022). Each layer may keep a different
+width; the new shapes are recorded by ``shrinklib.save`` from the Linear layers.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from shrinklib.prune.gates import gate_importance
+from shrinklib.prune.heads import _slice_linear
+
+
+def ffn_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``[(fqn, layer)]`` of the BERT-like layers with ``intermediate.dense`` and ``output.dense``."""
+    return [(fqn, m) for fqn, m in model.named_modules()
+            if hasattr(m, "intermediate") and hasattr(getattr(m, "output", None), "dense")
+            and hasattr(m.intermediate, "dense")]
+
+
+def neuron_importance(model: nn.Module, batches: Iterable[dict], *, max_batches: int | None = None) -> list[torch.Tensor]:
+    """Taylor importance of every FFN neuron, one tensor per layer."""
+    layers = ffn_layers(model)
+    sites = {fqn: (m.intermediate, m.intermediate.dense.out_features) for fqn, m in layers}
+    scores = gate_importance(model, sites, batches, max_batches=max_batches)
+    return [scores[fqn] for fqn, _ in layers]
+
+
+def prune_neurons_(model: nn.Module, keep: dict[int, Iterable[int]]) -> nn.Module:
+    """Keep only the neurons ``keep[layer]`` in each listed layer's FFN; returns ``model``.
+
+    At least one neuron per layer must stay. All requests are checked first.
+    """
+    layers = ffn_layers(model)
+    if not layers:
+        raise ValueError(f"no BERT-style FFN found in this {type(model).__name__}")
+    plan = {}
+    for layer, kept in keep.items():
+        if not isinstance(layer, int) or not 0 <= layer < len(layers):
+            raise ValueError(f"layer must be an int in [0, {len(layers)}), got {layer!r}")
+        width = layers[layer][1].intermediate.dense.out_features
+        kept = sorted(set(kept))
+        if not kept or any(not isinstance(j, int) or not 0 <= j < width for j in kept):
+            raise ValueError(f"layer {layer} has neurons 0..{width - 1}; keep must name at least one of them")
+        plan[layer] = kept
+    for layer, kept in plan.items():
+        _, module = layers[layer]
+        index = torch.tensor(kept, device=module.intermediate.dense.weight.device)
+        module.intermediate.dense = _slice_linear(module.intermediate.dense, index, dim=0)
+        module.output.dense = _slice_linear(module.output.dense, index, dim=1)
+    return model
+
