@@ -9,8 +9,11 @@
 * :mod:`~shrinklib.prune.gates` - gradient importance of heads and neurons.
 * :mod:`~shrinklib.prune.heads`, :mod:`~shrinklib.prune.neurons`, :mod:`~shrinklib.prune.layers` -
   structured pruning that makes the model physically smaller.
+* :mod:`~shrinklib.prune.wanda`, :mod:`~shrinklib.prune.sparsegpt` - one-shot pruning of a decoder
+  with calibration data (:mod:`~shrinklib.prune.calibration`).
 """
 from shrinklib.prune.block import CRITERIA, block_, block_scores, expand_blocks
+from shrinklib.prune.calibration import InputStats, input_statistics, lm_batches
 from shrinklib.prune.gates import gate_importance, lowest_units
 from shrinklib.prune.heads import attention_layers, head_importance, prune_heads_
 from shrinklib.prune.layers import STRATEGIES, drop_layers_, encoder_layers, layers_to_drop
@@ -20,6 +23,8 @@ from shrinklib.prune.neurons import ffn_layers, neuron_importance, prune_neurons
 from shrinklib.prune.nm import is_nm_sparse, nm_, nm_mask
 from shrinklib.prune.schedule import GradualMagnitude, cubic_sparsity
 from shrinklib.prune.sparse_linear import SparseLinear, sparsify_24_
+from shrinklib.prune.sparsegpt import sparsegpt_, sparsegpt_prune
+from shrinklib.prune.wanda import wanda_, wanda_mask, wanda_scores
 
 __all__ = [
     "MASK", "set_mask_", "masks", "apply_masks_", "keep_masks", "make_permanent_",
@@ -28,5 +33,6 @@ __all__ = [
     "cubic_sparsity", "GradualMagnitude", "SparseLinear", "sparsify_24_",
     "gate_importance", "lowest_units", "attention_layers", "head_importance", "prune_heads_",
     "ffn_layers", "neuron_importance", "prune_neurons_", "STRATEGIES", "encoder_layers", "layers_to_drop",
-    "drop_layers_",
+    "drop_layers_", "InputStats", "input_statistics", "lm_batches", "wanda_", "wanda_mask", "wanda_scores",
+    "sparsegpt_", "sparsegpt_prune",
 ]

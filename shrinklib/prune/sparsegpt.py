@@ -1,0 +1,80 @@
+"""SparseGPT: one-shot pruning with second-order weight updates (Frantar & Alistarh,
+2023, "SparseGPT: Massive Language Models Can Be Accurately Pruned in One-Shot").
+
+For a layer with weight ``W`` and calibration inputs ``X``, pruning should keep the
+output ``W X^T`` close: minimize ``||W X^T - W' X^T||^2`` over sparse ``W'``. With the
+Hessian ``H = X^T X`` of that objective, removing weight ``w_j`` of a row costs
+``w_j^2 / [H^-1]_jj`` and is best compensated by moving the row's remaining weights by
+``-w_j / [H^-1]_jj * H^-1_{j,:}`` (Optimal Brain Surgeon, Hassibi & Stork, 1993).
+SparseGPT applies this column by column, left to right, with the Cholesky factor of
+``H^-1`` so every row shares one inverse, choosing the mask per block of columns by the
+OBS cost. :func:`sparsegpt_prune` is the algorithm on one matrix; :func:`sparsegpt_`
+applies it to a model with statistics from :mod:`shrinklib.prune.calibration`.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from shrinklib.prune.calibration import input_statistics
+from shrinklib.prune.magnitude import _check_sparsity, _smallest, prunable_weights
+from shrinklib.prune.masks import set_mask_
+from shrinklib.utils import FilterFn
+
+
+@torch.no_grad()
+def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *, blocksize: int = 128,
+                    percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(new_weight, keep_mask)``: ``weight (out, in)`` pruned to ``sparsity`` given ``gram = X^T X``.
+
+    In each block of ``blocksize`` columns exactly ``round(sparsity * out * block)``
+    weights with the lowest OBS cost ``w^2 / [H^-1]_jj^2`` are pruned; ``percdamp`` times
+    the mean diagonal is added to ``H`` for a stable inverse.
+    """
+    sparsity = _check_sparsity(sparsity)
+    if blocksize < 1 or percdamp < 0:
+        raise ValueError(f"blocksize must be >= 1 and percdamp >= 0, got {blocksize} and {percdamp}")
+    rows, cols = weight.shape
+    if gram.shape != (cols, cols):
+        raise ValueError(f"gram must be ({cols}, {cols}) for a weight of shape {tuple(weight.shape)}, got {tuple(gram.shape)}")
+    W = weight.detach().to(torch.float64).clone()
+    H = gram.to(torch.float64).clone()
+    dead = torch.diag(H) == 0  # features never active: their weights can go for free
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H += percdamp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    keep = torch.ones(rows, cols, dtype=torch.bool)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, i1:i2].clone()
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        Err1 = torch.zeros_like(W1)
+        keep1 = _smallest(W1.pow(2) / torch.diag(Hinv1)[None, :].pow(2), sparsity)
+        for i in range(i2 - i1):
+            w, d = W1[:, i], Hinv1[i, i]
+            q = w * keep1[:, i]
+            err = (w - q) / d
+            W1[:, i:] -= err[:, None] @ Hinv1[i, i:][None, :]
+            W1[:, i] = q
+            Err1[:, i] = err
+        W[:, i1:i2] = W1
+        keep[:, i1:i2] = keep1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return (W * keep).to(weight.dtype), keep
+
+
+def sparsegpt_(model: nn.Module, batches: Iterable[dict], sparsity: float = 0.5, *, blocksize: int = 128,
+               percdamp: float = 0.01, filter_fn: FilterFn | None = None, max_batches: int | None = None) -> nn.Module:
+    """Prune every picked Linear of ``model`` with SparseGPT on calibration ``batches``; returns ``model``."""
+    sparsity = _check_sparsity(sparsity)
+    modules = prunable_weights(model, filter_fn)
+    stats = input_statistics(model, batches, modules, gram=True, max_batches=max_batches)
+    results = {fqn: sparsegpt_prune(m.weight, stats[fqn].gram, sparsity, blocksize=blocksize, percdamp=percdamp)
+               for fqn, m in modules.items()}
+    for fqn, (new_weight, keep) in results.items():
+        modules[fqn].weight.data.copy_(new_weight)
+        set_mask_(modules[fqn], keep)
+    return model
