@@ -11,6 +11,7 @@
   structured pruning that makes the model physically smaller.
 * :mod:`~shrinklib.prune.wanda`, :mod:`~shrinklib.prune.sparsegpt` - one-shot pruning of a decoder
   with calibration data (:mod:`~shrinklib.prune.calibration`).
+* :mod:`~shrinklib.prune.recurrent` - the class-blind/uniform/distribution schemes of See et al. for LSTMs.
 """
 from shrinklib.prune.block import CRITERIA, block_, block_scores, expand_blocks
 from shrinklib.prune.calibration import InputStats, input_statistics, lm_batches
@@ -18,21 +19,22 @@ from shrinklib.prune.gates import gate_importance, lowest_units
 from shrinklib.prune.heads import attention_layers, head_importance, prune_heads_
 from shrinklib.prune.layers import STRATEGIES, drop_layers_, encoder_layers, layers_to_drop
 from shrinklib.prune.magnitude import SCOPES, magnitude_, magnitude_masks, prunable_weights, select_smallest
-from shrinklib.prune.masks import MASK, apply_masks_, keep_masks, make_permanent_, masks, set_mask_
+from shrinklib.prune.masks import MASK, SUFFIX, apply_masks_, keep_masks, make_permanent_, masks, param_masks, set_mask_
 from shrinklib.prune.neurons import ffn_layers, neuron_importance, prune_neurons_
 from shrinklib.prune.nm import is_nm_sparse, nm_, nm_mask
+from shrinklib.prune.recurrent import SCHEMES, see_prune_, weight_classes
 from shrinklib.prune.schedule import GradualMagnitude, cubic_sparsity
 from shrinklib.prune.sparse_linear import SparseLinear, sparsify_24_
 from shrinklib.prune.sparsegpt import sparsegpt_, sparsegpt_prune
 from shrinklib.prune.wanda import wanda_, wanda_mask, wanda_scores
 
 __all__ = [
-    "MASK", "set_mask_", "masks", "apply_masks_", "keep_masks", "make_permanent_",
+    "MASK", "SUFFIX", "set_mask_", "masks", "param_masks", "apply_masks_", "keep_masks", "make_permanent_",
     "SCOPES", "magnitude_", "magnitude_masks", "prunable_weights", "select_smallest",
     "nm_", "nm_mask", "is_nm_sparse", "CRITERIA", "block_", "block_scores", "expand_blocks",
     "cubic_sparsity", "GradualMagnitude", "SparseLinear", "sparsify_24_",
     "gate_importance", "lowest_units", "attention_layers", "head_importance", "prune_heads_",
     "ffn_layers", "neuron_importance", "prune_neurons_", "STRATEGIES", "encoder_layers", "layers_to_drop",
     "drop_layers_", "InputStats", "input_statistics", "lm_batches", "wanda_", "wanda_mask", "wanda_scores",
-    "sparsegpt_", "sparsegpt_prune",
+    "sparsegpt_", "sparsegpt_prune", "SCHEMES", "see_prune_", "weight_classes",
 ]

@@ -1,7 +1,8 @@
 """Pruning masks held as buffers: the state every pruning method of the book shares.
 
 A pruned layer keeps its dense ``weight`` (with the pruned entries set to zero) and a
-boolean buffer ``weight_mask`` beside it (True = kept). The buffer travels with the
+boolean buffer ``weight_mask`` beside it (True = kept); any other parameter ``p`` (an
+LSTM's ``weight_hh_l0``, say) gets ``p_mask`` the same way. The buffer travels with the
 model: ``shrinklib.save``/``load`` record it like any added tensor, so a pruned model
 reloads with its masks. Training updates every entry of ``weight``, so after each
 optimizer step the masks must be applied again: pass :func:`keep_masks` to
@@ -15,38 +16,51 @@ from typing import Callable
 import torch
 from torch import nn
 
-MASK = "weight_mask"
+SUFFIX = "_mask"
+MASK = "weight" + SUFFIX
 
 
-def set_mask_(module: nn.Module, mask: torch.Tensor) -> nn.Module:
-    """Give ``module`` the mask ``mask`` (True = keep) and zero its pruned weights."""
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"{type(module).__name__} has no weight tensor to mask")
-    if mask.shape != weight.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match weight shape {tuple(weight.shape)}")
-    mask = mask.to(device=weight.device, dtype=torch.bool)
-    if MASK in module._buffers:
-        module._buffers[MASK] = mask
+def set_mask_(module: nn.Module, mask: torch.Tensor, name: str = "weight") -> nn.Module:
+    """Give ``module``'s parameter ``name`` the mask ``mask`` (True = keep) and zero its pruned entries."""
+    param = getattr(module, name, None)
+    if not isinstance(param, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no {name} tensor to mask")
+    if mask.shape != param.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match {name} shape {tuple(param.shape)}")
+    mask = mask.to(device=param.device, dtype=torch.bool)
+    buffer = f"{name}{SUFFIX}"
+    if buffer in module._buffers:
+        module._buffers[buffer] = mask
     else:
-        module.register_buffer(MASK, mask)
+        module.register_buffer(buffer, mask)
     with torch.no_grad():
-        weight.mul_(mask)
+        param.mul_(mask)
     return module
 
 
+def _masked_params(module: nn.Module):
+    for buffer, mask in module._buffers.items():
+        if mask is not None and buffer.endswith(SUFFIX) and isinstance(getattr(module, buffer[: -len(SUFFIX)], None), torch.Tensor):
+            yield buffer[: -len(SUFFIX)], mask
+
+
 def masks(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``{fqn: mask}`` of every masked module of ``model``."""
+    """``{fqn: mask}`` of the ``weight`` masks of ``model``'s modules."""
     return {fqn: m._buffers[MASK] for fqn, m in model.named_modules() if m._buffers.get(MASK) is not None}
+
+
+def param_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{"fqn.param": mask}`` of every masked parameter, ``weight`` or not."""
+    return {f"{fqn}.{name}" if fqn else name: mask
+            for fqn, m in model.named_modules() for name, mask in _masked_params(m)}
 
 
 @torch.no_grad()
 def apply_masks_(model: nn.Module) -> nn.Module:
     """Zero again every weight its mask prunes (after an optimizer step moved it)."""
     for _, module in model.named_modules():
-        mask = module._buffers.get(MASK)
-        if mask is not None:
-            module.weight.mul_(mask)
+        for name, mask in list(_masked_params(module)):
+            getattr(module, name).mul_(mask)
     return model
 
 
@@ -63,5 +77,6 @@ def make_permanent_(model: nn.Module) -> nn.Module:
     """Fold the masks into the weights and remove the ``weight_mask`` buffers."""
     apply_masks_(model)
     for _, module in model.named_modules():
-        module._buffers.pop(MASK, None)
+        for name, _ in list(_masked_params(module)):
+            module._buffers.pop(name + SUFFIX)
     return model
