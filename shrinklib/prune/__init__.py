@@ -12,12 +12,14 @@
 * :mod:`~shrinklib.prune.wanda`, :mod:`~shrinklib.prune.sparsegpt` - one-shot pruning of a decoder
   with calibration data (:mod:`~shrinklib.prune.calibration`).
 * :mod:`~shrinklib.prune.recurrent` - the class-blind/uniform/distribution schemes of See et al. for LSTMs.
+* :mod:`~shrinklib.prune.lottery` - lottery tickets: iterative magnitude pruning with rewinding.
 """
 from shrinklib.prune.block import CRITERIA, block_, block_scores, expand_blocks
 from shrinklib.prune.calibration import InputStats, input_statistics, lm_batches
 from shrinklib.prune.gates import gate_importance, lowest_units
 from shrinklib.prune.heads import attention_layers, head_importance, prune_heads_
 from shrinklib.prune.layers import STRATEGIES, drop_layers_, encoder_layers, layers_to_drop
+from shrinklib.prune.lottery import lottery_ticket_, rewind_, round_sparsities, snapshot
 from shrinklib.prune.magnitude import SCOPES, magnitude_, magnitude_masks, prunable_weights, select_smallest
 from shrinklib.prune.masks import MASK, SUFFIX, apply_masks_, keep_masks, make_permanent_, masks, param_masks, set_mask_
 from shrinklib.prune.neurons import ffn_layers, neuron_importance, prune_neurons_

@@ -1,0 +1,73 @@
+"""Lottery tickets: iterative magnitude pruning with rewinding.
+
+Frankle & Carbin (2019, "The Lottery Ticket Hypothesis") find sparse subnetworks that
+train as well as the dense network *from their original initialization*: train, prune
+the smallest weights, reset the survivors to their initial values, and repeat, each
+round removing a share of what is left. For large models the reset goes to an early
+training checkpoint instead (*rewinding*; Frankle et al., 2020); for BERT, Chen et al.
+(2020, "The Lottery Ticket Hypothesis for Pre-trained BERT Networks") rewind to the
+pre-trained weights, so tickets are found per downstream task.
+
+:func:`lottery_ticket_` runs the rounds with a training function you supply (usually a
+``shrinklib.train.fit`` call with ``keep_masks``) and leaves the model holding the
+ticket: the rewound weights under the final mask, ready for its last training.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from shrinklib.prune.magnitude import _check_sparsity, magnitude_
+from shrinklib.prune.masks import SUFFIX, apply_masks_
+from shrinklib.utils import FilterFn
+
+
+def round_sparsities(final_sparsity: float, rounds: int) -> list[float]:
+    """Sparsity after each round when every round prunes the same share of what remains."""
+    final_sparsity = _check_sparsity(final_sparsity)
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    return [1 - (1 - final_sparsity) ** (r / rounds) for r in range(1, rounds + 1)]
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's parameters (not its masks): the state to rewind to."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@torch.no_grad()
+def rewind_(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Set the parameters back to ``state`` and re-apply the masks; returns ``model``."""
+    params = dict(model.named_parameters())
+    missing = params.keys() - state.keys()
+    if missing:
+        raise ValueError(f"the rewind state lacks parameters: {sorted(missing)[:5]}")
+    for name, value in state.items():
+        params[name].copy_(value)
+    return apply_masks_(model)
+
+
+def lottery_ticket_(model: nn.Module, train: Callable[[nn.Module, int], None], *, final_sparsity: float,
+                    rounds: int, rewind_state: dict[str, torch.Tensor] | None = None, scope: str = "global",
+                    filter_fn: FilterFn | None = None) -> list[dict]:
+    """Find a ticket in place: ``rounds`` of train -> prune -> rewind; returns one row per round.
+
+    ``train(model, round)`` trains the model as it is (keep its masks with
+    ``shrinklib.prune.keep_masks``). ``rewind_state`` defaults to the parameters
+    ``model`` has when called (for BERT: the pre-trained weights, as in Chen et al.).
+    """
+    targets = round_sparsities(final_sparsity, rounds)
+    if not callable(train):
+        raise TypeError("train must be callable as train(model, round)")
+    rewind_state = snapshot(model) if rewind_state is None else rewind_state
+    history = []
+    for r, sparsity in enumerate(targets, start=1):
+        train(model, r)
+        magnitude_(model, sparsity, scope=scope, filter_fn=filter_fn)
+        rewind_(model, rewind_state)
+        masks = [b for m in model.modules() for n, b in m._buffers.items() if n.endswith(SUFFIX) and b is not None]
+        pruned = sum(int((~b).sum()) for b in masks)
+        history.append({"round": r, "target_sparsity": sparsity, "sparsity": pruned / sum(b.numel() for b in masks)})
+    return history
