@@ -13,6 +13,7 @@
   with calibration data (:mod:`~shrinklib.prune.calibration`).
 * :mod:`~shrinklib.prune.recurrent` - the class-blind/uniform/distribution schemes of See et al. for LSTMs.
 * :mod:`~shrinklib.prune.lottery` - lottery tickets: iterative magnitude pruning with rewinding.
+* :mod:`~shrinklib.prune.movement` - movement pruning (hard and soft) with learned scores.
 """
 from shrinklib.prune.block import CRITERIA, block_, block_scores, expand_blocks
 from shrinklib.prune.calibration import InputStats, input_statistics, lm_batches
@@ -22,6 +23,15 @@ from shrinklib.prune.layers import STRATEGIES, drop_layers_, encoder_layers, lay
 from shrinklib.prune.lottery import lottery_ticket_, rewind_, round_sparsities, snapshot
 from shrinklib.prune.magnitude import SCOPES, magnitude_, magnitude_masks, prunable_weights, select_smallest
 from shrinklib.prune.masks import MASK, SUFFIX, apply_masks_, keep_masks, make_permanent_, masks, param_masks, set_mask_
+from shrinklib.prune.movement import (
+    METHODS,
+    MovementLinear,
+    MovementSchedule,
+    finalize_movement_,
+    movement_,
+    movement_layers,
+    soft_movement_penalty,
+)
 from shrinklib.prune.neurons import ffn_layers, neuron_importance, prune_neurons_
 from shrinklib.prune.nm import is_nm_sparse, nm_, nm_mask
 from shrinklib.prune.recurrent import SCHEMES, see_prune_, weight_classes
@@ -39,4 +49,7 @@ __all__ = [
     "ffn_layers", "neuron_importance", "prune_neurons_", "STRATEGIES", "encoder_layers", "layers_to_drop",
     "drop_layers_", "InputStats", "input_statistics", "lm_batches", "wanda_", "wanda_mask", "wanda_scores",
     "sparsegpt_", "sparsegpt_prune", "SCHEMES", "see_prune_", "weight_classes",
+    "lottery_ticket_", "rewind_", "round_sparsities", "snapshot",
+    "METHODS", "MovementLinear", "MovementSchedule", "finalize_movement_", "movement_", "movement_layers",
+    "soft_movement_penalty",
 ]

@@ -1,0 +1,145 @@
+"""Movement pruning (Sanh et al., 2020, "Movement Pruning: Adaptive Sparsity by Fine-Tuning").
+
+Magnitude pruning keeps the weights that are large; during fine-tuning a better signal
+is which weights are *moving away from zero*. Each weight gets a learned score ``S``,
+the layer computes with ``W * M(S)``, and the mask ``M`` is
+
+* **hard**: ``TopK(S)``, the ``1 - s`` highest scores of the layer (``s`` raised over
+  training by a schedule, as in Zhu & Gupta);
+* **soft**: ``S > tau``, with ``lambda * mean(sigmoid(S))`` added to the loss to push scores
+  down (the sparsity then follows from ``lambda`` and ``tau``).
+
+``M`` is a step function, so its gradient is taken as 1 (the straight-through
+estimator): ``dL/dS = dL/dW' * W``, which accumulates ``-W * dL/dW`` -- the movement of
+``W`` away from zero. After training, :func:`finalize_movement_` turns every
+:class:`MovementLinear` back into an ``nn.Linear`` with a ``weight_mask`` buffer.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from shrinklib.prune.magnitude import _check_sparsity, _smallest
+from shrinklib.prune.masks import set_mask_
+from shrinklib.prune.schedule import cubic_sparsity
+from shrinklib.utils import FilterFn, encoder_linears, replace_modules_
+
+METHODS = ("hard", "soft")
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the binary mask given; backward: the gradient passed to the scores unchanged."""
+
+    @staticmethod
+    def forward(ctx, scores, mask):
+        return mask.to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class MovementLinear(nn.Module):
+    """An ``nn.Linear`` whose weight is masked by learned movement scores."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, method: str = "hard",
+                 sparsity: float = 0.0, threshold: float = 0.0):
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.in_features, self.out_features, self.method = in_features, out_features, method
+        self.sparsity = _check_sparsity(sparsity)
+        self.threshold = float(threshold)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.scores = nn.Parameter(torch.zeros(out_features, in_features))  # constant init, as Sanh et al.
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, method: str = "hard", threshold: float = 0.0) -> "MovementLinear":
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, method, 0.0, threshold)
+        module = module.to(device=linear.weight.device, dtype=linear.weight.dtype)
+        module.weight.data.copy_(linear.weight.detach())
+        if linear.bias is not None:
+            module.bias.data.copy_(linear.bias.detach())
+        return module
+
+    def rebuild_kwargs(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "method": self.method, "sparsity": self.sparsity, "threshold": self.threshold}
+
+    def mask(self) -> torch.Tensor:
+        """The current binary keep-mask (no gradient)."""
+        with torch.no_grad():
+            if self.method == "hard":
+                return _smallest(self.scores, self.sparsity)
+            return self.scores > self.threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = _StraightThrough.apply(self.scores, self.mask())
+        return F.linear(x, self.weight * mask, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, method={self.method}, "
+                f"sparsity={self.sparsity:.3f}" + (f", threshold={self.threshold}" if self.method == "soft" else ""))
+
+
+def movement_(model: nn.Module, *, method: str = "hard", threshold: float = 0.0,
+              filter_fn: FilterFn | None = None) -> nn.Module:
+    """Swap the picked ``nn.Linear`` layers for :class:`MovementLinear` to train their scores."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    pick = encoder_linears if filter_fn is None else filter_fn
+    return replace_modules_(model, lambda m, fqn: isinstance(m, nn.Linear) and pick(m, fqn),
+                            lambda m, fqn: MovementLinear.from_linear(m, method, threshold))
+
+
+def movement_layers(model: nn.Module) -> list[MovementLinear]:
+    layers = [m for m in model.modules() if isinstance(m, MovementLinear)]
+    if not layers:
+        raise ValueError("the model has no MovementLinear layer; call shrinklib.prune.movement_ first")
+    return layers
+
+
+class MovementSchedule:
+    """Callback for ``shrinklib.train.fit``: raise the hard-movement sparsity on the cubic schedule."""
+
+    def __init__(self, model: nn.Module, final_sparsity: float, *, start_step: int, end_step: int):
+        cubic_sparsity(start_step, final=final_sparsity, start=start_step, end=end_step)  # validates
+        self.layers = movement_layers(model)
+        if any(layer.method != "hard" for layer in self.layers):
+            raise ValueError("MovementSchedule drives hard movement pruning; soft layers take a threshold")
+        self.final, self.start, self.end = final_sparsity, start_step, end_step
+
+    def __call__(self, state) -> None:
+        sparsity = cubic_sparsity(state.step, final=self.final, start=self.start, end=self.end)
+        for layer in self.layers:
+            layer.sparsity = sparsity
+
+
+def soft_movement_penalty(model: nn.Module, weight: float):
+    """``extra_losses`` term of soft movement: ``weight * mean(sigmoid(S))`` over all scores."""
+    layers = movement_layers(model)
+
+    def term(m, batch, outputs) -> torch.Tensor:
+        total = sum(torch.sigmoid(layer.scores).sum() for layer in layers)
+        return weight * total / sum(layer.scores.numel() for layer in layers)
+
+    return term
+
+
+def finalize_movement_(model: nn.Module) -> nn.Module:
+    """Replace every :class:`MovementLinear` by an ``nn.Linear`` holding its current mask."""
+    movement_layers(model)
+
+    def factory(module: MovementLinear, fqn: str) -> nn.Linear:
+        linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                           device=module.weight.device, dtype=module.weight.dtype)
+        linear.weight.data.copy_(module.weight.detach())
+        if module.bias is not None:
+            linear.bias.data.copy_(module.bias.detach())
+        return set_mask_(linear, module.mask())
+
+    return replace_modules_(model, lambda m, fqn: isinstance(m, MovementLinear), factory)
