@@ -19,7 +19,7 @@ from shrinklib.prune.block import CRITERIA, block_, block_scores, expand_blocks
 from shrinklib.prune.calibration import InputStats, input_statistics, lm_batches
 from shrinklib.prune.gates import gate_importance, lowest_units
 from shrinklib.prune.heads import attention_layers, head_importance, prune_heads_
-from shrinklib.prune.layers import STRATEGIES, drop_layers_, encoder_layers, layers_to_drop
+from shrinklib.prune.layers import STRATEGIES, drop_layers_, encoder_layers, layer_drop, layers_to_drop
 from shrinklib.prune.lottery import lottery_ticket_, rewind_, round_sparsities, snapshot
 from shrinklib.prune.magnitude import SCOPES, magnitude_, magnitude_masks, prunable_weights, select_smallest
 from shrinklib.prune.masks import MASK, SUFFIX, apply_masks_, keep_masks, make_permanent_, masks, param_masks, set_mask_
@@ -47,7 +47,7 @@ __all__ = [
     "cubic_sparsity", "GradualMagnitude", "SparseLinear", "sparsify_24_",
     "gate_importance", "lowest_units", "attention_layers", "head_importance", "prune_heads_",
     "ffn_layers", "neuron_importance", "prune_neurons_", "STRATEGIES", "encoder_layers", "layers_to_drop",
-    "drop_layers_", "InputStats", "input_statistics", "lm_batches", "wanda_", "wanda_mask", "wanda_scores",
+    "drop_layers_", "layer_drop", "InputStats", "input_statistics", "lm_batches", "wanda_", "wanda_mask", "wanda_scores",
     "sparsegpt_", "sparsegpt_prune", "SCHEMES", "see_prune_", "weight_classes",
     "lottery_ticket_", "rewind_", "round_sparsities", "snapshot",
     "METHODS", "MovementLinear", "MovementSchedule", "finalize_movement_", "movement_", "movement_layers",

@@ -8,11 +8,19 @@ layer counting down from the second-highest, so the top layer stays) in between.
 faster in proportion, and ``config.num_hidden_layers`` is updated, so the model still
 saves and reloads with ``save_pretrained``/``from_pretrained`` as well as
 ``shrinklib.save``/``load``.
+
+LayerDrop (Fan et al., 2020, "Reducing Transformer Depth on Demand with Structured
+Dropout") trains for this: each layer is skipped with probability ``p`` at every
+training step, so the network learns not to rely on any single layer and sub-networks
+of any depth work at inference without retraining. :func:`layer_drop` switches it on
+for the duration of a ``with`` block (usually around ``shrinklib.train.fit``).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
+import torch
 from torch import nn
 
 STRATEGIES = ("top", "bottom", "alternate")
@@ -54,3 +62,31 @@ def drop_layers_(model: nn.Module, layers: Iterable[int]) -> nn.Module:
     if config is not None and hasattr(config, "num_hidden_layers"):
         config.num_hidden_layers = len(stack)
     return model
+
+
+@contextmanager
+def layer_drop(model: nn.Module, p: float, *, seed: int = 0) -> Iterator[nn.Module]:
+    """While the block runs, skip each encoder layer with probability ``p`` in training mode.
+
+    A skipped layer passes its input through unchanged, and its computation is not done.
+    In eval mode every layer runs. The draws are seeded. Nothing about the model is
+    changed once the block ends (the layers' own ``forward`` is restored).
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
+    stack = encoder_layers(model)
+    generator = torch.Generator().manual_seed(seed)
+    patched = []
+    for layer in stack:
+        def forward(hidden_states, *args, _layer=layer, _forward=layer.forward, **kwargs):
+            if _layer.training and torch.rand((), generator=generator).item() < p:
+                return hidden_states
+            return _forward(hidden_states, *args, **kwargs)
+
+        layer.forward = forward
+        patched.append(layer)
+    try:
+        yield model
+    finally:
+        for layer in patched:
+            del layer.forward  # back to the class's forward

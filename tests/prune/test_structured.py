@@ -145,3 +145,29 @@ def test_bad_input_leaves_the_model_whole(call, message):
         call(model)
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_layer_drop_skips_layers_only_while_training_and_only_inside_the_block():
+    model = _model()
+    with torch.no_grad():
+        eval_logits = model(X).logits
+    calls = []
+    for layer in model.bert.encoder.layer:  # counted inside the layer: a skipped layer computes nothing
+        layer.attention.register_forward_pre_hook(lambda m, args: calls.append(1))
+    with prune.layer_drop(model, 0.5, seed=0):
+        with torch.no_grad():
+            assert torch.equal(model(X).logits, eval_logits)  # eval mode: every layer runs
+        model.train()
+        ran = []
+        for _ in range(100):
+            before = len(calls)
+            model(X)
+            ran.append(len(calls) - before)
+        model.eval()
+    assert 0.35 < sum(ran) / (100 * 3) < 0.65  # about half of the layer calls were skipped
+    assert all("forward" not in layer.__dict__ for layer in model.bert.encoder.layer)  # restored
+    with torch.no_grad():
+        assert torch.equal(model(X).logits, eval_logits)
+    with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\)"):
+        with prune.layer_drop(model, 1.0):
+            pass
