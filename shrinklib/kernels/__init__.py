@@ -2,8 +2,10 @@
 
 Without a GPU, Triton's interpreter runs the real kernel code on the CPU (slowly), so
 the tests exercise the kernels everywhere. ``TRITON_INTERPRET=1`` must be set before
-a kernel is defined, so this package sets it on import when no CUDA device is present
-(set ``TRITON_INTERPRET=0`` yourself to override). Facts about the interpreter on this
+Triton itself is imported (its own ``@triton.jit`` helpers, ``tl.zeros`` among them,
+are built then), so ``import shrinklib`` sets it first thing when no CUDA device is
+present (set ``TRITON_INTERPRET=0`` yourself to override). If Triton was imported
+before shrinklib, the kernels cannot run on the CPU and this package says so. Facts about the interpreter on this
 project's machine are in DESIGN.md: bf16 arithmetic is wrong there (cast to fp32),
 and unmasked out-of-bounds loads pass silently, so masks are right by construction.
 
@@ -11,6 +13,7 @@ and unmasked out-of-bounds loads pass silently, so masks are right by constructi
 * :mod:`~shrinklib.kernels.bsr` - block-sparse (BSR) weight x dense activation.
 """
 import os
+import sys
 
 import torch
 
@@ -18,3 +21,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+if INTERPRETED and "triton.language.standard" in sys.modules:
+    if type(sys.modules["triton.language.standard"].zeros).__name__ != "InterpretedFunction":
+        raise ImportError(
+            "Triton was imported before TRITON_INTERPRET=1 was set, so its kernels cannot run on this CPU-only "
+            "machine: import shrinklib before anything that imports triton, or set TRITON_INTERPRET=1 in the "
+            "environment"
+        )

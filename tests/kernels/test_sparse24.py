@@ -51,3 +51,17 @@ def test_kernel_matches_the_reference_with_ragged_edges(m, n, k, batch, dtype, t
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_kernels_run_whatever_shrinklib_module_is_imported_first():
+    """measure imports triton (through torch's flop counter); the interpreter must be on by then."""
+    import subprocess
+    import sys
+
+    script = ("import torch\nfrom shrinklib import measure\nfrom shrinklib import prune\n"
+              "from shrinklib.kernels.sparse24 import compress_24, sparse24_matmul\n"
+              "w = torch.randn(8, 16); w = w * prune.nm_mask(w)\n"
+              "print(sparse24_matmul(torch.randn(3, 16), *compress_24(w)).shape)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "torch.Size([3, 8])" in result.stdout
