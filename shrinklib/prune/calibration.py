@@ -11,7 +11,7 @@ time; reading all statistics from the dense model in one pass is the simpler var
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -48,23 +48,36 @@ def input_statistics(model: nn.Module, batches: Iterable[dict], modules: dict[st
         return hook
 
     handles = [m.register_forward_pre_hook(hook_for(fqn)) for fqn, m in modules.items()]
+    run_batches(model, batches, lambda batch: model(**{k: v for k, v in batch.items() if k != "labels"}),
+                handles=handles, max_batches=max_batches, what="calibration")
+    return stats
+
+
+def run_batches(model: nn.Module, batches: Iterable[dict], step: Callable[[dict], None], *, handles=(),
+                max_batches: int | None = None, what: str = "a") -> int:
+    """Call ``step(batch)`` on up to ``max_batches`` batches moved to the model's device, in eval mode.
+
+    Shared by the methods that read statistics off a model with hooks: the hooks in
+    ``handles`` are removed and the model's mode restored however the loop ends. Returns
+    the number of batches seen; none is an error.
+    """
     was_training = model.training
     model.eval()
-    seen = 0
     device = next(model.parameters()).device
+    seen = 0
     try:
         for batch in batches:
             if max_batches is not None and seen >= max_batches:
                 break
-            model(**{k: v.to(device) for k, v in batch.items() if k != "labels"})
+            step({k: v.to(device) for k, v in batch.items()})
             seen += 1
     finally:
-        for h in handles:
-            h.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
     if not seen:
-        raise ValueError("batches gave no calibration batch")
-    return stats
+        raise ValueError(f"batches gave no {what} batch")
+    return seen
 
 
 def lm_batches(token_blocks: torch.Tensor, batch_size: int = 4) -> list[dict]:

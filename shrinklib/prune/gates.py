@@ -15,6 +15,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from shrinklib.prune.calibration import run_batches
+
 
 def gate_importance(model: nn.Module, sites: dict[str, tuple[nn.Module, int]], batches: Iterable[dict],
                     *, max_batches: int | None = None) -> dict[str, torch.Tensor]:
@@ -39,27 +41,15 @@ def gate_importance(model: nn.Module, sites: dict[str, tuple[nn.Module, int]], b
 
         return hook
 
+    def step(batch: dict) -> None:
+        if "labels" not in batch:
+            raise ValueError("importance needs batches with 'labels' (the loss is differentiated)")
+        grads = torch.autograd.grad(model(**batch).loss, list(gates.values()))
+        for name, grad in zip(gates, grads):
+            totals[name] += grad.abs()
+
     handles = [module.register_forward_hook(hook_for(name)) for name, (module, _) in sites.items()]
-    was_training = model.training
-    model.eval()
-    seen = 0
-    try:
-        for batch in batches:
-            if max_batches is not None and seen >= max_batches:
-                break
-            if "labels" not in batch:
-                raise ValueError("importance needs batches with 'labels' (the loss is differentiated)")
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            grads = torch.autograd.grad(loss, list(gates.values()))
-            for name, grad in zip(gates, grads):
-                totals[name] += grad.abs()
-            seen += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    if not seen:
-        raise ValueError("batches gave no batch to measure importance on")
+    run_batches(model, batches, step, handles=handles, max_batches=max_batches, what="importance")
     return {name: total.cpu() for name, total in totals.items()}
 
 
