@@ -47,6 +47,9 @@ class TrainConfig:
     task_loss_weight: float = 1.0  # weight of the model's own loss (0: extra terms only)
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (GPU)
     progress: bool = True
+    # Learning rates of their own, by parameter-name suffix ({"scores": 1e-2}: every
+    # parameter whose name ends in "scores"); those groups get no weight decay.
+    param_lrs: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         def positive(name, value, kind=int):
@@ -71,6 +74,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip!r}")
         if self.task_loss_weight < 0:
             raise ValueError(f"TrainConfig.task_loss_weight must be >= 0, got {self.task_loss_weight!r}")
+        for suffix, lr in dict(self.param_lrs).items():
+            if not (isinstance(suffix, str) and suffix) or not (isinstance(lr, (int, float)) and lr > 0):
+                raise ValueError(f"TrainConfig.param_lrs maps name suffixes to rates > 0, got {suffix!r}: {lr!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"TrainConfig.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
 
@@ -126,7 +132,14 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter (every requires_grad is False)")
-    groups = [
+    groups = []
+    for suffix, lr in dict(config.param_lrs).items():
+        own = [(n, p) for n, p in params if n.endswith(suffix)]
+        if not own:
+            raise ValueError(f"TrainConfig.param_lrs: no trainable parameter name ends in {suffix!r}")
+        groups.append({"params": [p for _, p in own], "lr": lr, "weight_decay": 0.0})
+        params = [(n, p) for n, p in params if not n.endswith(suffix)]
+    groups += [
         {"params": [p for n, p in params if not _no_decay(n, p)], "weight_decay": config.weight_decay},
         {"params": [p for n, p in params if _no_decay(n, p)], "weight_decay": 0.0},
     ]

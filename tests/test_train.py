@@ -93,6 +93,8 @@ def test_linear_warmup_decay():
     ({"grad_clip": 0}, "grad_clip must be > 0 or None"),
     ({"mixed_precision": "fp8"}, "mixed_precision must be"),
     ({"epochs": 0}, "epochs must be > 0"),
+    ({"param_lrs": {"scores": 0}}, "param_lrs maps name suffixes to rates > 0"),
+    ({"param_lrs": {"": 1e-2}}, "param_lrs maps name suffixes to rates > 0"),
 ])
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -111,3 +113,19 @@ def test_bad_fit_arguments():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameter"):
         fit(model, _toy_task(8, 0), CFG, tokenizer=_Tok())
+
+
+def test_param_lrs_give_matching_parameters_their_own_rate():
+    from shrinklib.train import _optimizer
+
+    model = zoo.tiny_bert(vocab_size=100)
+    optimizer = _optimizer(model, TrainConfig(lr=1e-4, param_lrs={"classifier.weight": 1e-2}))
+    own = optimizer.param_groups[0]
+    assert own["lr"] == 1e-2 and own["weight_decay"] == 0.0
+    assert [id(p) for p in own["params"]] == [id(model.classifier.weight)]
+    rest = [id(p) for g in optimizer.param_groups[1:] for p in g["params"]]
+    assert id(model.classifier.weight) not in rest
+    assert len(rest) + 1 == len(list(model.parameters()))
+    assert all(g["lr"] == 1e-4 for g in optimizer.param_groups[1:])
+    with pytest.raises(ValueError, match="no trainable parameter name ends in 'scores'"):
+        _optimizer(model, TrainConfig(param_lrs={"scores": 1e-2}))
