@@ -104,3 +104,14 @@ def test_set_mask_checks_shapes():
         prune.set_mask_(nn.Linear(4, 3), torch.ones(2, 2, dtype=torch.bool))
     with pytest.raises(TypeError, match="ReLU has no weight tensor to mask"):
         prune.set_mask_(nn.ReLU(), torch.ones(1))
+
+
+def test_ties_at_the_threshold_still_prune_exactly_the_requested_count():
+    from shrinklib.prune.magnitude import _smallest
+
+    scores = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 2.0, 0.0, 3.0, 0.0]])
+    for sparsity in (0.1, 0.3, 0.5, 0.7, 0.9):
+        keep = _smallest(scores, sparsity)
+        assert int((~keep).sum()) == round(sparsity * scores.numel())
+        if sparsity <= 0.7:  # seven zeros: the nonzero entries are the last to go
+            assert keep[scores > 0].all()
