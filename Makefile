@@ -43,9 +43,15 @@ book: prepare
 test: prepare
 	$(PYTHON) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-cell-timeout=900 tests $(NOTEBOOKS)
 
-## results: rerun the benchmarks that write results/*.csv.
+## results: rerun the benchmarks that write results/*.csv (the GPU ones only where CUDA is).
+GPU_BENCHMARKS = benchmarks/sparse_kernels.py
 results: prepare
-	@for script in benchmarks/*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done
+	@for script in $(filter-out $(GPU_BENCHMARKS),$(wildcard benchmarks/*.py)); do \
+		echo "== $$script"; $(PYTHON) $$script || exit 1; done
+	@for script in $(GPU_BENCHMARKS); do \
+		if $(PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+			echo "== $$script"; $(PYTHON) $$script || exit 1; \
+		else echo "== $$script skipped: it needs a CUDA GPU"; fi; done
 
 ## check-rendered: open the built book in headless Chromium; math and figures must render.
 check-rendered:
