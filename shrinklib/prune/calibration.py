@@ -4,9 +4,11 @@ One-shot pruning methods for large models read a few calibration batches through
 *dense* model and record, for every Linear layer they will prune, the inputs ``X``
 (tokens x in_features) it receives: the squared norm of each input feature,
 ``sum_t x_tj^2`` (Wanda), and optionally the Gram matrix ``H = X^T X`` (SparseGPT's
-layer-wise Hessian). The papers propagate through already-pruned layers one block at a
-time; reading all statistics from the dense model in one pass is the simpler variant
-(Wanda reports the difference is small), and is what this module does.
+layer-wise Hessian). Reading all statistics from the dense model in one pass
+(:func:`input_statistics`) is the simpler variant. The papers' reference code works
+*sequentially* (:func:`sequential_statistics`): it calibrates and prunes one transformer
+layer at a time and feeds the next layer the outputs of the layers already pruned, so
+each layer sees the inputs it will really get and can correct the errors made before it.
 """
 from __future__ import annotations
 
@@ -30,27 +32,125 @@ class InputStats:
 def input_statistics(model: nn.Module, batches: Iterable[dict], modules: dict[str, nn.Linear], *,
                      gram: bool = False, max_batches: int | None = None) -> dict[str, InputStats]:
     """Run ``batches`` (dicts of model inputs) through ``model`` and gather each module's input stats."""
+    stats = _empty_stats(modules, gram)
+    handles = [m.register_forward_pre_hook(_stats_hook(stats[fqn])) for fqn, m in modules.items()]
+    run_batches(model, batches, lambda batch: model(**_inputs(batch)), handles=handles, max_batches=max_batches,
+                what="calibration")
+    return stats
+
+
+def _empty_stats(modules: dict[str, nn.Linear], gram: bool) -> dict[str, InputStats]:
     if not modules:
         raise ValueError("no module to calibrate")
-    stats = {fqn: InputStats(torch.zeros(m.in_features, dtype=torch.float64),
-                             torch.zeros(m.in_features, m.in_features, dtype=torch.float64) if gram else None, 0)
-             for fqn, m in modules.items()}
+    return {fqn: InputStats(torch.zeros(m.in_features, dtype=torch.float64),
+                            torch.zeros(m.in_features, m.in_features, dtype=torch.float64) if gram else None, 0)
+            for fqn, m in modules.items()}
 
-    def hook_for(fqn):
-        def hook(module, args):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64).cpu()
-            s = stats[fqn]
-            s.sq_norm += x.pow(2).sum(0)
-            if s.gram is not None:
-                s.gram += x.T @ x
-            s.tokens += x.shape[0]
 
-        return hook
+def _stats_hook(s: InputStats):
+    def hook(module, args):
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64).cpu()
+        s.sq_norm += x.pow(2).sum(0)
+        if s.gram is not None:
+            s.gram += x.T @ x
+        s.tokens += x.shape[0]
 
-    handles = [m.register_forward_pre_hook(hook_for(fqn)) for fqn, m in modules.items()]
-    run_batches(model, batches, lambda batch: model(**{k: v for k, v in batch.items() if k != "labels"}),
-                handles=handles, max_batches=max_batches, what="calibration")
-    return stats
+    return hook
+
+
+def _inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def layer_stack(model: nn.Module) -> nn.ModuleList:
+    """The model's stack of transformer layers: its longest ``nn.ModuleList`` that holds Linear layers.
+
+    ``model.model.layers`` of a Llama, ``model.bert.encoder.layer`` of a BERT.
+    """
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m)
+              and any(isinstance(sub, nn.Linear) for sub in m.modules())]
+    if not stacks:
+        raise ValueError(f"found no stack of layers (an nn.ModuleList of blocks) in this {type(model).__name__}")
+    return max(stacks, key=len)
+
+
+class _Captured(Exception):
+    pass
+
+
+@torch.no_grad()
+def sequential_statistics(model: nn.Module, batches: Iterable[dict], modules: dict[str, nn.Linear],
+                          prune_fn: Callable[[dict[str, InputStats]], None], *, gram: bool = False,
+                          max_batches: int | None = None) -> None:
+    """Calibrate and prune ``modules`` one transformer layer at a time, as the Wanda and SparseGPT code does.
+
+    The inputs of the first layer of :func:`layer_stack` are recorded for every batch.
+    Then, layer by layer: the layer runs on its inputs with hooks that gather the stats of
+    its picked modules, ``prune_fn(stats)`` prunes them in place (it gets only that layer's
+    modules), and the layer runs again, now pruned, to give the next layer its inputs. Each
+    layer is thus calibrated on the outputs of the already-pruned layers before it: the
+    same statistics as a full forward pass of the partly pruned model with hooks on that
+    layer alone, at the cost of two passes through each layer instead of one per layer.
+    Picked modules outside the stack (none in a Llama by default) are calibrated last, on
+    a forward pass of the pruned model.
+    """
+    if not modules:
+        raise ValueError("no module to calibrate")
+    layers = layer_stack(model)
+    captured: list[tuple[tuple, dict]] = []
+
+    def capture(module, args, kwargs):
+        # A cache object would grow each time a layer is re-run: the layers run without one.
+        kwargs = {k: (None if "past_key" in k or k == "layer_past" else False if k == "use_cache" else v)
+                  for k, v in kwargs.items()}
+        captured.append((args, kwargs))
+        raise _Captured
+
+    def first_layer_inputs(batch):
+        try:
+            model(**_inputs(batch))
+        except _Captured:
+            return
+        raise RuntimeError("the model's forward pass never reached its first layer")
+
+    kept: list[dict] = []
+    handle = layers[0].register_forward_pre_hook(capture, with_kwargs=True)
+    run_batches(model, batches, lambda batch: (kept.append(batch), first_layer_inputs(batch)), handles=[handle],
+                max_batches=max_batches, what="calibration")
+    # hidden states travel as args[0] or as kwargs["hidden_states"]
+    hidden = [args[0] if args else kwargs["hidden_states"] for args, kwargs in captured]
+
+    def run_layer(layer, i):
+        args, kwargs = captured[i]
+        if args:
+            out = layer(hidden[i], *args[1:], **kwargs)
+        else:
+            out = layer(**{**kwargs, "hidden_states": hidden[i]})
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    was_training = model.training
+    model.eval()
+    try:
+        inside = set()
+        for layer in layers:
+            owned = {fqn: m for fqn, m in modules.items() if any(m is sub for sub in layer.modules())}
+            inside.update(owned)
+            if owned:
+                stats = _empty_stats(owned, gram)
+                handles = [m.register_forward_pre_hook(_stats_hook(stats[fqn])) for fqn, m in owned.items()]
+                try:
+                    for i in range(len(hidden)):
+                        run_layer(layer, i)
+                finally:
+                    for h in handles:
+                        h.remove()
+                prune_fn(stats)
+            hidden = [run_layer(layer, i) for i in range(len(hidden))]
+    finally:
+        model.train(was_training)
+    rest = {fqn: m for fqn, m in modules.items() if fqn not in inside}
+    if rest:
+        prune_fn(input_statistics(model, kept, rest, gram=gram))
 
 
 def run_batches(model: nn.Module, batches: Iterable[dict], step: Callable[[dict], None], *, handles=(),

@@ -18,22 +18,32 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.calibration import input_statistics
+from shrinklib.prune.calibration import input_statistics, sequential_statistics
 from shrinklib.prune.magnitude import _check_sparsity, _smallest, prunable_weights
 from shrinklib.prune.masks import set_mask_
+from shrinklib.prune.nm import _check_nm
 from shrinklib.utils import FilterFn
 
 
 @torch.no_grad()
 def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *, blocksize: int = 128,
-                    percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+                    percdamp: float = 0.01, nm: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(new_weight, keep_mask)``: ``weight (out, in)`` pruned to ``sparsity`` given ``gram = X^T X``.
 
     In each block of ``blocksize`` columns exactly ``round(sparsity * out * block)``
     weights with the lowest OBS cost ``w^2 / [H^-1]_jj^2`` are pruned; ``percdamp`` times
-    the mean diagonal is added to ``H`` for a stable inverse.
+    the mean diagonal is added to ``H`` for a stable inverse. With ``nm=(n, m)`` the mask
+    is N:M instead (``sparsity`` is then not used): on reaching each group of ``m``
+    columns, every row keeps the ``n`` of lowest OBS cost at that point, as in the
+    paper's semi-structured variant.
     """
     sparsity = _check_sparsity(sparsity)
+    if nm is not None:
+        n, m = nm
+        _check_nm(n, m)
+        if blocksize % m or weight.shape[1] % m:
+            raise ValueError(f"blocksize ({blocksize}) and the input dimension ({weight.shape[1]}) must be "
+                             f"multiples of m={m} for {n}:{m} sparsity")
     if blocksize < 1 or percdamp < 0:
         raise ValueError(f"blocksize must be >= 1 and percdamp >= 0, got {blocksize} and {percdamp}")
     rows, cols = weight.shape
@@ -52,8 +62,15 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *
         W1 = W[:, i1:i2].clone()
         Hinv1 = Hinv[i1:i2, i1:i2]
         Err1 = torch.zeros_like(W1)
-        keep1 = _smallest(W1.pow(2) / torch.diag(Hinv1)[None, :].pow(2), sparsity)
+        if nm is None:
+            keep1 = _smallest(W1.pow(2) / torch.diag(Hinv1)[None, :].pow(2), sparsity)
+        else:
+            keep1 = torch.ones_like(W1, dtype=torch.bool)
         for i in range(i2 - i1):
+            if nm is not None and i % m == 0:
+                cost = W1[:, i:i + m].pow(2) / torch.diag(Hinv1)[i:i + m][None, :].pow(2)
+                pruned = torch.topk(cost, m - n, dim=1, largest=False).indices
+                keep1[:, i:i + m].scatter_(1, pruned, False)
             w, d = W1[:, i], Hinv1[i, i]
             q = w * keep1[:, i]
             err = (w - q) / d
@@ -67,14 +84,29 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *
 
 
 def sparsegpt_(model: nn.Module, batches: Iterable[dict], sparsity: float = 0.5, *, blocksize: int = 128,
-               percdamp: float = 0.01, filter_fn: FilterFn | None = None, max_batches: int | None = None) -> nn.Module:
-    """Prune every picked Linear of ``model`` with SparseGPT on calibration ``batches``; returns ``model``."""
+               percdamp: float = 0.01, filter_fn: FilterFn | None = None, max_batches: int | None = None,
+               sequential: bool = False, nm: tuple[int, int] | None = None) -> nn.Module:
+    """Prune every picked Linear of ``model`` with SparseGPT on calibration ``batches``; returns ``model``.
+
+    ``nm=(2, 4)`` gives 2:4 masks instead of ``sparsity`` (see :func:`sparsegpt_prune`).
+    ``sequential=False`` reads every layer's Gram matrix from the dense model in one pass;
+    ``sequential=True`` prunes one transformer layer at a time, each calibrated on the
+    outputs of the pruned (and updated) layers before it, as the paper's code does
+    (:func:`~shrinklib.prune.calibration.sequential_statistics`).
+    """
     sparsity = _check_sparsity(sparsity)
     modules = prunable_weights(model, filter_fn)
-    stats = input_statistics(model, batches, modules, gram=True, max_batches=max_batches)
-    results = {fqn: sparsegpt_prune(m.weight, stats[fqn].gram, sparsity, blocksize=blocksize, percdamp=percdamp)
-               for fqn, m in modules.items()}
-    for fqn, (new_weight, keep) in results.items():
-        modules[fqn].weight.data.copy_(new_weight)
-        set_mask_(modules[fqn], keep)
+
+    def prune(stats):
+        results = {fqn: sparsegpt_prune(modules[fqn].weight, s.gram, sparsity, blocksize=blocksize,
+                                        percdamp=percdamp, nm=nm)
+                   for fqn, s in stats.items()}
+        for fqn, (new_weight, keep) in results.items():
+            modules[fqn].weight.data.copy_(new_weight)
+            set_mask_(modules[fqn], keep)
+
+    if sequential:
+        sequential_statistics(model, batches, modules, prune, gram=True, max_batches=max_batches)
+    else:
+        prune(input_statistics(model, batches, modules, gram=True, max_batches=max_batches))
     return model

@@ -51,6 +51,19 @@ def test_nothing_to_prune_changes_nothing_and_blocks_are_exact():
         assert int((~keep[:, start:start + 16]).sum()) == round(0.3 * 20 * 16)
 
 
+def test_two_four_masks():
+    X, W = _problem(4)
+    scores = prune.wanda_scores(W, X.pow(2).sum(0))
+    wanda = prune.wanda_mask(W, X.pow(2).sum(0), 0.5, nm=(2, 4))
+    assert torch.equal(wanda, prune.nm_mask(scores, 2, 4))
+    sparse, keep = prune.sparsegpt_prune(W, X.T @ X, 0.5, blocksize=16, nm=(2, 4))
+    assert prune.is_nm_sparse(sparse, 2, 4) and int(keep.sum()) == W.numel() // 2
+    assert torch.all(sparse[~keep] == 0)
+    assert _error(X, W, sparse) < _error(X, W, W * wanda) < _error(X, W, W * prune.nm_mask(W, 2, 4))
+    with pytest.raises(ValueError, match="multiples of m=4"):
+        prune.sparsegpt_prune(W, X.T @ X, 0.5, blocksize=18, nm=(2, 4))
+
+
 def test_wanda_prunes_each_row_exactly_and_equals_magnitude_for_equal_inputs():
     X, W = _problem(3)
     keep = prune.wanda_mask(W, X.pow(2).sum(0), 0.5)
@@ -83,10 +96,68 @@ def test_one_shot_pruning_of_a_decoder(method, tmp_path):
     assert torch.equal(loaded(x).logits, model(x).logits)
 
 
+def _layer_by_layer(model, batches, sparsity, method):
+    """Reference for ``sequential=True``, by hand: layer i is calibrated by a full forward pass of the
+    model whose layers before i are already pruned, with hooks on layer i's Linears only."""
+    from shrinklib.prune.calibration import input_statistics
+
+    for layer in model.model.layers:
+        modules = {fqn: m for fqn, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
+        stats = input_statistics(model, batches, modules, gram=method == "sparsegpt_")
+        for fqn, m in modules.items():
+            if method == "wanda_":
+                prune.set_mask_(m, prune.wanda_mask(m.weight, stats[fqn].sq_norm, sparsity))
+            else:
+                weight, keep = prune.sparsegpt_prune(m.weight, stats[fqn].gram, sparsity)
+                m.weight.data.copy_(weight)
+                prune.set_mask_(m, keep)
+    return model
+
+
+@pytest.mark.parametrize("method", ["wanda_", "sparsegpt_"])
+def test_sequential_calibration_is_the_layer_by_layer_loop_and_differs_from_one_pass(method):
+    blocks = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
+    batches = prune.lm_batches(blocks, 4)
+    one_pass = getattr(prune, method)(_tiny_llama(), batches, 0.5)
+    sequential = getattr(prune, method)(_tiny_llama(), iter(batches), 0.5, sequential=True)  # one pass over batches
+    by_hand = _layer_by_layer(_tiny_llama(), batches, 0.5, method)
+    seq, ref, one = prune.masks(sequential), prune.masks(by_hand), prune.masks(one_pass)
+    assert seq.keys() == ref.keys() == one.keys() and len(seq) == 14
+    for fqn in seq:
+        assert torch.equal(seq[fqn], ref[fqn]), fqn
+    for (name, a), b in zip(sequential.named_parameters(), by_hand.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # the first layer sees the dense model's inputs either way; the second sees pruned ones
+    first = [fqn for fqn in seq if ".layers.0." in fqn]
+    second = [fqn for fqn in seq if ".layers.1." in fqn]
+    assert all(torch.equal(seq[fqn], one[fqn]) for fqn in first)
+    assert not all(torch.equal(seq[fqn], one[fqn]) for fqn in second)
+
+
+def test_sequential_calibration_of_an_encoder():
+    """BERT's layers take the mask positionally; the pooler lies outside the stack and is calibrated last."""
+    from shrinklib import zoo
+    from shrinklib.prune.calibration import layer_stack
+
+    model = zoo.tiny_bert()
+    batch = {"input_ids": torch.randint(0, 1000, (4, 12), generator=torch.Generator().manual_seed(0)),
+             "attention_mask": torch.ones(4, 12, dtype=torch.long), "labels": torch.zeros(4, dtype=torch.long)}
+    batch["attention_mask"][:2, 8:] = 0
+    assert layer_stack(model) is model.bert.encoder.layer
+    before = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    body_and_pooler = lambda m, fqn: isinstance(m, torch.nn.Linear) and "classifier" not in fqn  # noqa: E731
+    prune.wanda_(model, [batch], 0.5, sequential=True, filter_fn=body_and_pooler)
+    masks = prune.masks(model)
+    assert len(masks) == 2 * 6 + 1 and "bert.pooler.dense" in masks
+    assert all(int((~m).sum()) == round(0.5 * m.numel()) for m in masks.values())
+    assert not torch.allclose(model(**{k: v for k, v in batch.items() if k != "labels"}).logits, before)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(5), 0.5), r"gram must be \(4, 4\)"),
     (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(4), 1.0), r"sparsity must be a number in \[0, 1\)"),
     (lambda: prune.wanda_(_tiny_llama(), [], 0.5), "no calibration batch"),
+    (lambda: prune.sparsegpt_(_tiny_llama(), [], 0.5, sequential=True), "no calibration batch"),
     (lambda: prune.lm_batches(torch.zeros(5)), "token_blocks must be"),
 ])
 def test_bad_input(call, message):
