@@ -88,12 +88,14 @@ def run_movement(args, teacher, tokenizer, splits):
     total = round(args.epochs * steps_per_epoch)
     start, end = _schedule(args, total)
     for sparsity in args.sparsities:
-        student = prune.movement_(_pretrained(), method="hard")
-        config = _config(args, args.pretrained_lr, param_lrs={"scores": args.scores_lr})
+        student = prune.movement_(_pretrained(), method="hard", score_update=args.score_update)
+        score_lrs = {"scores": args.scores_lr} if args.score_update == "optimizer" else {}
+        config = _config(args, args.pretrained_lr, param_lrs=score_lrs)
         result = _finetune(args, student, teacher, tokenizer, splits, config,
                            [prune.MovementSchedule(student, sparsity, start_step=start, end_step=end)])
         prune.finalize_movement_(student)
-        rows.append(_row("movement", "hard movement", student, tokenizer, splits, target=sparsity, result=result))
+        method = "hard movement" + (" (summed scores)" if args.score_update == "sum" else "")
+        rows.append(_row("movement", method, student, tokenizer, splits, target=sparsity, result=result))
     return rows
 
 
@@ -158,6 +160,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--pretrained-lr", type=float, default=1e-4,
                         help="rate of the weights when a run starts from the pre-trained model")
+    parser.add_argument("--score-update", choices=prune.SCORE_UPDATES, default="optimizer",
+                        help="movement scores trained by Adam (Sanh et al.'s code) or summed exactly")
     parser.add_argument("--scores-lr", type=float, default=1e-2, help="Adam rate of the movement scores (Sanh et al.)")
     parser.add_argument("--dense-fraction", type=float, default=0.4,
                         help="share of the steps before pruning starts (movement, magnitude)")

@@ -25,6 +25,7 @@ from shrinklib.prune.magnitude import SCOPES, magnitude_, magnitude_masks, pruna
 from shrinklib.prune.masks import MASK, SUFFIX, apply_masks_, keep_masks, make_permanent_, masks, param_masks, set_mask_
 from shrinklib.prune.movement import (
     METHODS,
+    SCORE_UPDATES,
     MovementLinear,
     MovementSchedule,
     finalize_movement_,
@@ -50,6 +51,6 @@ __all__ = [
     "drop_layers_", "layer_drop", "InputStats", "input_statistics", "lm_batches", "wanda_", "wanda_mask", "wanda_scores",
     "sparsegpt_", "sparsegpt_prune", "SCHEMES", "see_prune_", "weight_classes",
     "lottery_ticket_", "rewind_", "round_sparsities", "snapshot",
-    "METHODS", "MovementLinear", "MovementSchedule", "finalize_movement_", "movement_", "movement_layers",
+    "METHODS", "SCORE_UPDATES", "MovementLinear", "MovementSchedule", "finalize_movement_", "movement_", "movement_layers",
     "soft_movement_penalty",
 ]

@@ -13,6 +13,15 @@ the layer computes with ``W * M(S)``, and the mask ``M`` is
 estimator): ``dL/dS = dL/dW' * W``, which accumulates ``-W * dL/dW`` -- the movement of
 ``W`` away from zero. After training, :func:`finalize_movement_` turns every
 :class:`MovementLinear` back into an ``nn.Linear`` with a ``weight_mask`` buffer.
+
+How the scores learn (``score_update``):
+
+* ``"optimizer"``: ``S`` is a parameter trained by the fine-tuning optimizer (Sanh et al.
+  use Adam at 1e-2 for the scores). Adam normalizes each step, so a score counts the
+  *steps* a weight moved outwards more than the amount: early on, that ranks noise.
+* ``"sum"``: ``S`` is a buffer to which every backward pass adds ``-W * dL/dW'``: the
+  exact sum of Sanh et al.'s analysis (plain gradient descent), which weighs each step by
+  how far it moved the weight, as NNI's movement pruner does.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ from shrinklib.prune.schedule import cubic_sparsity
 from shrinklib.utils import FilterFn, encoder_linears, replace_modules_
 
 METHODS = ("hard", "soft")
+SCORE_UPDATES = ("optimizer", "sum")
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -44,22 +54,27 @@ class MovementLinear(nn.Module):
     """An ``nn.Linear`` whose weight is masked by learned movement scores."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, method: str = "hard",
-                 sparsity: float = 0.0, threshold: float = 0.0):
+                 sparsity: float = 0.0, threshold: float = 0.0, score_update: str = "optimizer"):
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        _check_options(method, score_update)
         self.in_features, self.out_features, self.method = in_features, out_features, method
+        self.score_update = score_update
         self.sparsity = _check_sparsity(sparsity)
         self.threshold = float(threshold)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.scores = nn.Parameter(torch.zeros(out_features, in_features))  # constant init, as Sanh et al.
+        if score_update == "optimizer":
+            self.scores = nn.Parameter(torch.zeros(out_features, in_features))  # constant init, as Sanh et al.
+        else:
+            self.register_buffer("scores", torch.zeros(out_features, in_features))
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, method: str = "hard", threshold: float = 0.0) -> "MovementLinear":
+    def from_linear(cls, linear: nn.Linear, method: str = "hard", threshold: float = 0.0,
+                    score_update: str = "optimizer") -> "MovementLinear":
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
-        module = cls(linear.in_features, linear.out_features, linear.bias is not None, method, 0.0, threshold)
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, method, 0.0, threshold,
+                     score_update)
         module = module.to(device=linear.weight.device, dtype=linear.weight.dtype)
         module.weight.data.copy_(linear.weight.detach())
         if linear.bias is not None:
@@ -68,7 +83,8 @@ class MovementLinear(nn.Module):
 
     def rebuild_kwargs(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "method": self.method, "sparsity": self.sparsity, "threshold": self.threshold}
+                "method": self.method, "sparsity": self.sparsity, "threshold": self.threshold,
+                "score_update": self.score_update}
 
     def mask(self) -> torch.Tensor:
         """The current binary keep-mask (no gradient)."""
@@ -78,22 +94,36 @@ class MovementLinear(nn.Module):
             return self.scores > self.threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = _StraightThrough.apply(self.scores, self.mask())
-        return F.linear(x, self.weight * mask, self.bias)
+        if self.score_update == "optimizer":
+            mask = _StraightThrough.apply(self.scores, self.mask())
+            return F.linear(x, self.weight * mask, self.bias)
+        effective = self.weight * self.mask()
+        if effective.requires_grad:
+            weight = self.weight.detach()
+            effective.register_hook(lambda grad: self.scores.sub_(grad * weight))  # S += -W dL/dW'
+        return F.linear(x, effective, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, method={self.method}, "
                 f"sparsity={self.sparsity:.3f}" + (f", threshold={self.threshold}" if self.method == "soft" else ""))
 
 
-def movement_(model: nn.Module, *, method: str = "hard", threshold: float = 0.0,
-              filter_fn: FilterFn | None = None) -> nn.Module:
-    """Swap the picked ``nn.Linear`` layers for :class:`MovementLinear` to train their scores."""
+def _check_options(method: str, score_update: str) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if score_update not in SCORE_UPDATES:
+        raise ValueError(f"score_update must be one of {SCORE_UPDATES}, got {score_update!r}")
+    if method == "soft" and score_update != "optimizer":
+        raise ValueError("soft movement learns its scores with the optimizer (its penalty needs their gradient)")
+
+
+def movement_(model: nn.Module, *, method: str = "hard", threshold: float = 0.0, score_update: str = "optimizer",
+              filter_fn: FilterFn | None = None) -> nn.Module:
+    """Swap the picked ``nn.Linear`` layers for :class:`MovementLinear` to learn their scores."""
+    _check_options(method, score_update)
     pick = encoder_linears if filter_fn is None else filter_fn
     return replace_modules_(model, lambda m, fqn: isinstance(m, nn.Linear) and pick(m, fqn),
-                            lambda m, fqn: MovementLinear.from_linear(m, method, threshold))
+                            lambda m, fqn: MovementLinear.from_linear(m, method, threshold, score_update))
 
 
 def movement_layers(model: nn.Module) -> list[MovementLinear]:

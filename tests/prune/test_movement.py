@@ -77,3 +77,26 @@ def test_bad_input():
     soft = prune.movement_(zoo.tiny_bert(), method="soft")
     with pytest.raises(ValueError, match="drives hard movement"):
         prune.MovementSchedule(soft, 0.5, start_step=0, end_step=10)
+
+
+def test_summed_scores_add_minus_weight_times_gradient_each_backward():
+    linear = nn.Linear(12, 5)
+    layer = prune.MovementLinear.from_linear(linear, score_update="sum")
+    assert "scores" in dict(layer.named_buffers()) and "scores" not in dict(layer.named_parameters())
+    layer.sparsity = 0.4
+    g = torch.Generator().manual_seed(0)
+    expected = torch.zeros(5, 12)
+    for _ in range(2):
+        x = torch.randn(7, 12, generator=g)
+        effective = (layer.weight.detach() * layer.mask()).requires_grad_(True)
+        (torch.nn.functional.linear(x, effective, layer.bias.detach()) ** 2).sum().backward()
+        expected -= effective.grad * layer.weight.detach()
+        (layer(x) ** 2).sum().backward()
+    assert torch.allclose(layer.scores, expected, atol=1e-5)
+    with torch.no_grad():
+        layer(torch.randn(3, 12))  # no gradient: the scores stay put
+    assert torch.allclose(layer.scores, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="score_update must be one of"):
+        prune.MovementLinear(4, 4, score_update="adam")
+    with pytest.raises(ValueError, match="soft movement learns its scores with the optimizer"):
+        prune.movement_(zoo.tiny_bert(), method="soft", score_update="sum")
