@@ -100,7 +100,11 @@ class MovementLinear(nn.Module):
         effective = self.weight * self.mask()
         if effective.requires_grad:
             weight = self.weight.detach()
-            effective.register_hook(lambda grad: self.scores.sub_(grad * weight))  # S += -W dL/dW'
+
+            def add_movement(grad: torch.Tensor) -> None:  # S += -W dL/dW'; returns None: grad flows on unchanged
+                self.scores.sub_(grad * weight)
+
+            effective.register_hook(add_movement)
         return F.linear(x, effective, self.bias)
 
     def extra_repr(self) -> str:

@@ -88,10 +88,13 @@ def test_summed_scores_add_minus_weight_times_gradient_each_backward():
     expected = torch.zeros(5, 12)
     for _ in range(2):
         x = torch.randn(7, 12, generator=g)
-        effective = (layer.weight.detach() * layer.mask()).requires_grad_(True)
+        mask = layer.mask()  # the mask this step uses (the backward pass then moves the scores)
+        effective = (layer.weight.detach() * mask).requires_grad_(True)
         (torch.nn.functional.linear(x, effective, layer.bias.detach()) ** 2).sum().backward()
         expected -= effective.grad * layer.weight.detach()
+        layer.weight.grad = None
         (layer(x) ** 2).sum().backward()
+        assert torch.allclose(layer.weight.grad, effective.grad * mask, atol=1e-5)  # the weights still learn
     assert torch.allclose(layer.scores, expected, atol=1e-5)
     with torch.no_grad():
         layer(torch.randn(3, 12))  # no gradient: the scores stay put
