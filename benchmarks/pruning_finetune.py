@@ -40,12 +40,13 @@ from shrinklib.utils import encoder_linears, seed_everything
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "pruning_finetune.csv"
 EXPERIMENTS = ("teacher", "movement", "magnitude", "nm24", "structured")
+BATCH_SIZE = 32
 KEY = ["experiment", "method", "target_sparsity"]  # a rerun replaces the rows with the same key
 LATENCY_SHAPES = ((1, 64), (8, 64))  # (batch, tokens): one sentence, and a small serving batch
 
 
 def _config(args, lr: float | None = None, **overrides) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, batch_size=32, lr=lr or args.lr, select_best=False, seed=0, **overrides)
+    return TrainConfig(epochs=args.epochs, batch_size=BATCH_SIZE, lr=lr or args.lr, select_best=False, seed=0, **overrides)
 
 
 def _finetune(args, student, teacher, tokenizer, splits, config, callbacks=()):
@@ -72,21 +73,20 @@ def _pretrained():
     return model
 
 
-def _schedule(args, total: int) -> tuple[int, int]:
-    """Dense for the first ``dense_fraction`` of the steps, cubic ramp to ``ramp_end``, then held.
+def _schedule(args, splits) -> tuple[int, int]:
+    """(start, end) steps: dense for the first ``dense_fraction`` of the run, cubic ramp to ``ramp_end``, then held.
 
     Movement scores are only as good as the movement they have summed: Sanh et al. train
     dense for a tenth of a ten-epoch budget first. With two or three epochs, the dense
     phase must be a larger share (one epoch by default) or the first masks are noise.
     """
+    total = round(args.epochs * -(-len(splits["train"]) // BATCH_SIZE))
     return max(1, round(args.dense_fraction * total)), max(2, round(args.ramp_end * total))
 
 
 def run_movement(args, teacher, tokenizer, splits):
     rows = []
-    steps_per_epoch = -(-len(splits["train"]) // 32)
-    total = round(args.epochs * steps_per_epoch)
-    start, end = _schedule(args, total)
+    start, end = _schedule(args, splits)
     for sparsity in args.sparsities:
         student = prune.movement_(_pretrained(), method="hard", score_update=args.score_update)
         score_lrs = {"scores": args.scores_lr} if args.score_update == "optimizer" else {}
@@ -101,9 +101,7 @@ def run_movement(args, teacher, tokenizer, splits):
 
 def run_magnitude(args, teacher, tokenizer, splits):
     rows = []
-    steps_per_epoch = -(-len(splits["train"]) // 32)
-    total = round(args.epochs * steps_per_epoch)
-    start, end = _schedule(args, total)
+    start, end = _schedule(args, splits)
     for sparsity in args.sparsities:
         student = _pretrained()
         schedule = prune.GradualMagnitude(student, sparsity, start_step=start, end_step=end, every=10, scope="layer")
