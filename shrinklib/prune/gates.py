@@ -53,6 +53,13 @@ def gate_importance(model: nn.Module, sites: dict[str, tuple[nn.Module, int]], b
     return {name: total.cpu() for name, total in totals.items()}
 
 
+def check_layer_index(layer, count: int) -> int:
+    """``layer`` if it is an int in ``[0, count)``; the error every structured pruner gives otherwise."""
+    if not isinstance(layer, int) or not 0 <= layer < count:
+        raise ValueError(f"layer must be an int in [0, {count}), got {layer!r}")
+    return layer
+
+
 def lowest_units(scores: list[torch.Tensor], fraction: float, *, scope: str = "global") -> list[list[int]]:
     """Per layer, the indices of the units to *remove*: the ``fraction`` with lowest score.
 

@@ -16,7 +16,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.gates import gate_importance
+from shrinklib.prune.gates import check_layer_index, gate_importance
 from shrinklib.serialize import record_change, register_change
 
 
@@ -68,8 +68,7 @@ def prune_heads_(model: nn.Module, heads: dict[int, Iterable[int]]) -> nn.Module
         raise ValueError(f"no BERT-style attention layer found in this {type(model).__name__}")
     plan = {}
     for layer, removed in heads.items():
-        if not isinstance(layer, int) or not 0 <= layer < len(layers):
-            raise ValueError(f"layer must be an int in [0, {len(layers)}), got {layer!r}")
+        check_layer_index(layer, len(layers))
         removed = set(removed)
         total = _heads(layers[layer][1])
         if any(not isinstance(h, int) or not 0 <= h < total for h in removed):

@@ -15,7 +15,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.gates import gate_importance
+from shrinklib.prune.gates import check_layer_index, gate_importance
 from shrinklib.prune.heads import _slice_linear
 
 
@@ -44,8 +44,7 @@ def prune_neurons_(model: nn.Module, keep: dict[int, Iterable[int]]) -> nn.Modul
         raise ValueError(f"no BERT-style FFN found in this {type(model).__name__}")
     plan = {}
     for layer, kept in keep.items():
-        if not isinstance(layer, int) or not 0 <= layer < len(layers):
-            raise ValueError(f"layer must be an int in [0, {len(layers)}), got {layer!r}")
+        check_layer_index(layer, len(layers))
         width = layers[layer][1].intermediate.dense.out_features
         kept = sorted(set(kept))
         if not kept or any(not isinstance(j, int) or not 0 <= j < width for j in kept):
