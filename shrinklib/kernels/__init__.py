@@ -11,6 +11,11 @@ and unmasked out-of-bounds loads pass silently, so masks are right by constructi
 
 * :mod:`~shrinklib.kernels.sparse24` - 2:4 sparse weight x dense activation.
 * :mod:`~shrinklib.kernels.bsr` - block-sparse (BSR) weight x dense activation.
+* :mod:`~shrinklib.kernels.int8_weight` - W8A16: int8 weight (per-channel scales) x fp16/fp32 activation.
+* :mod:`~shrinklib.kernels.int4_weight` - W4A16: packed 4-bit weight (per-group scales and zero points)
+  x fp16/fp32 activation.
+* :mod:`~shrinklib.kernels.int8_int8` - W8A8: int8 activation (per-token) x int8 weight (per-channel),
+  exact int32 accumulation.
 """
 import os
 import sys

@@ -1,0 +1,156 @@
+"""W4A16: packed 4-bit weight x fp16/fp32 activation, per-group scales and zero points.
+
+A weight ``W`` of shape ``(N, K)`` quantized affinely to 4 bits in groups of
+``group_size`` consecutive inputs (``shrinklib.quant.primitives`` with ``bits=4,
+symmetric=False, group_size=g``: levels ``0..15``, an integer zero point per group) is
+stored as
+
+* ``packed``, ``(N, K/2)`` uint8: two levels per byte, element ``2j`` of a row in the
+  **low** nibble of byte ``j`` and element ``2j+1`` in the **high** nibble
+  (``packed[n, j] = q[n, 2j] | q[n, 2j+1] << 4``, see :func:`pack_int4`);
+* ``scale``, ``(N, K/g)`` fp32 and ``zero_point``, ``(N, K/g)`` integer: one pair per group,
+
+so that ``W[n, k] = (q[n, k] - zero_point[n, k // g]) * scale[n, k // g]``. That is an
+eighth of the fp32 bytes (a quarter of fp16) plus two numbers per group: the layout of
+GPTQ (Frantar et al., 2023) and AWQ (Lin et al., 2024) checkpoints, up to the nibble order.
+The kernel loads a ``(BLOCK_N, BLOCK_K/2)`` tile of bytes, splits each into its two
+nibbles and interleaves them back into the ``(BLOCK_N, BLOCK_K)`` tile of levels, gathers
+each column's group scale and zero point (so any even ``group_size`` works, smaller or
+larger than ``BLOCK_K``, and ``K`` need not be a multiple of ``BLOCK_K``), dequantizes in
+registers and multiplies with ``tl.dot``, accumulating in fp32.
+:func:`w4a16_matmul_ref` is the definition of the right answer.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
+from shrinklib.kernels.int8_weight import _check_blocks, _dtype_name, _precision
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """Pack 4-bit levels ``q`` ``(N, K)`` (integers 0..15, ``K`` even) into uint8 ``(N, K/2)``.
+
+    Element ``2j`` goes to the low nibble of byte ``j``, element ``2j+1`` to the high
+    nibble: ``[[1, 2]]`` packs to ``[[0x21]]``.
+    """
+    if not isinstance(q, torch.Tensor) or q.dtype not in _INT_DTYPES:
+        raise TypeError(f"q must be an integer tensor of 4-bit levels, got {_dtype_name(q)}")
+    if q.ndim != 2:
+        raise ValueError(f"q must be 2-D (N, K), got shape {tuple(q.shape)}")
+    if q.shape[1] % 2:
+        raise ValueError(f"K ({q.shape[1]}) must be even to pack two 4-bit levels per byte")
+    if q.numel() and (int(q.min()) < 0 or int(q.max()) > 15):
+        raise ValueError(f"4-bit levels must lie in 0..15, got values from {int(q.min())} to {int(q.max())}")
+    q = q.to(torch.uint8)
+    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """The uint8 levels ``(N, 2 * K/2)`` that :func:`pack_int4` packed: its exact inverse."""
+    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
+        raise TypeError(f"packed must be a uint8 tensor (N, K/2), got {_dtype_name(packed)}")
+    if packed.ndim != 2:
+        raise ValueError(f"packed must be 2-D (N, K/2), got shape {tuple(packed.shape)}")
+    return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], 2 * packed.shape[1])
+
+
+def _check_weight(packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, group_size: int) -> None:
+    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
+        raise TypeError(f"packed must be a uint8 tensor (N, K/2) from pack_int4, got {_dtype_name(packed)}")
+    if packed.ndim != 2:
+        raise ValueError(f"packed must be 2-D (N, K/2), got shape {tuple(packed.shape)}")
+    n, k = packed.shape[0], 2 * packed.shape[1]
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2 or group_size % 2:
+        raise ValueError(f"group_size must be a positive even integer (a group is whole bytes), got {group_size!r}")
+    if k % group_size:
+        raise ValueError(f"group_size={group_size} does not divide K ({k})")
+    groups = (n, k // group_size)
+    if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:
+        raise TypeError(f"scale must be a float32 tensor (N, K/group_size), got {_dtype_name(scale)}")
+    if scale.shape != groups:
+        raise ValueError(f"scale must have shape (N, K/group_size) = {groups}, got {tuple(scale.shape)}")
+    if not isinstance(zero_point, torch.Tensor) or zero_point.dtype not in _INT_DTYPES:
+        raise TypeError(f"zero_point must be an integer tensor (N, K/group_size), got {_dtype_name(zero_point)}")
+    if zero_point.shape != groups:
+        raise ValueError(f"zero_point must have shape (N, K/group_size) = {groups}, got {tuple(zero_point.shape)}")
+
+
+def w4a16_matmul_ref(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                     group_size: int) -> torch.Tensor:
+    """Reference: ``x @ W.T`` with ``W`` unpacked and dequantized, in fp32, cast to ``x.dtype``."""
+    _check_weight(packed, scale, zero_point, group_size)
+    if x.shape[-1] != 2 * packed.shape[1]:
+        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, packed {tuple(packed.shape)} (K = 2 * K/2)")
+    q = unpack_int4(packed).float()
+    zp = zero_point.float().repeat_interleave(group_size, dim=1)
+    w = (q - zp) * scale.repeat_interleave(group_size, dim=1)
+    return (x.float() @ w.T).to(x.dtype)
+
+
+@triton.jit
+def _w4a16_kernel(
+    x_ptr, p_ptr, s_ptr, z_ptr, y_ptr, M, N, K,
+    stride_xm, stride_xk, stride_pn, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_ym, stride_yn,
+    GROUP_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk,
+                    mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)
+        rb = k0 // 2 + tl.arange(0, BLOCK_K // 2)  # bytes of this tile; byte j holds levels 2j and 2j+1
+        byte = tl.load(p_ptr + rn[:, None] * stride_pn + rb[None, :] * stride_pk,
+                       mask=(rn[:, None] < N) & (rb[None, :] < K // 2), other=0).to(tl.int32)
+        q = tl.interleave(byte & 0xF, byte >> 4)  # (BLOCK_N, BLOCK_K): low nibble first, as rk runs
+        w_mask = (rn[:, None] < N) & (rk[None, :] < K)
+        group = rk // GROUP_SIZE
+        scale = tl.load(s_ptr + rn[:, None] * stride_sn + group[None, :] * stride_sg, mask=w_mask, other=0.0)
+        zero = tl.load(z_ptr + rn[:, None] * stride_zn + group[None, :] * stride_zg, mask=w_mask, other=0)
+        w = (q - zero.to(tl.int32)).to(tl.float32) * scale
+        acc += tl.dot(x, tl.trans(w.to(x.dtype)), input_precision=PRECISION)
+    y_mask = (rm[:, None] < M) & (rn[None, :] < N)
+    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+
+
+def w4a16_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                 group_size: int, *, block_m: int | None = None, block_n: int = 64,
+                 block_k: int = 64) -> torch.Tensor:
+    """``x @ W.T`` for ``x`` of shape ``(..., K)`` and a packed 4-bit ``W`` ``(N, K)``; ``x``'s dtype out.
+
+    ``W[n, k] = (unpack_int4(packed)[n, k] - zero_point[n, k // g]) * scale[n, k // g]``
+    with ``g = group_size``. ``block_m`` defaults to the smallest power of two from 16 to
+    64 that holds the rows of ``x``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.float32):
+        raise TypeError(f"x must be float16 or float32, got {_dtype_name(x)} "
+                        "(bf16 is wrong under Triton's interpreter)")
+    _check_weight(packed, scale, zero_point, group_size)
+    n, k = packed.shape[0], 2 * packed.shape[1]
+    if x.ndim == 0 or x.shape[-1] != k:
+        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, packed {tuple(packed.shape)} "
+                         "(x's last dimension must be K = 2 * K/2)")
+    x2 = x.reshape(-1, k)
+    m = x2.shape[0]
+    block_m = block_m if block_m is not None else min(64, max(16, triton.next_power_of_2(m)))
+    _check_blocks(block_m=block_m, block_n=block_n, block_k=block_k)
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    if m == 0:
+        return y.reshape(*x.shape[:-1], n)
+    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
+    _w4a16_kernel[grid](
+        x2, packed, scale, zero_point, y, m, n, k,
+        x2.stride(0), x2.stride(1), packed.stride(0), packed.stride(1), scale.stride(0), scale.stride(1),
+        zero_point.stride(0), zero_point.stride(1), y.stride(0), y.stride(1),
+        GROUP_SIZE=group_size, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=_precision(x.dtype),
+    )
+    return y.reshape(*x.shape[:-1], n)

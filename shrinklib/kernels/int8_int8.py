@@ -1,0 +1,141 @@
+"""W8A8: int8 activation x int8 weight with an exact int32 accumulator, then two scales.
+
+Both operands are quantized symmetrically to int8 (``shrinklib.quant.primitives``: levels
+``[-128, 127]``, ``scale = absmax / 127``, zero point 0):
+
+* the activation per token (row): ``x_q`` ``(M, K)`` int8 and ``x_scale`` ``(M,)`` fp32,
+  made on the fly by :func:`quantize_per_token`;
+* the weight per output channel: ``w_q`` ``(N, K)`` int8 and ``w_scale`` ``(N,)`` fp32.
+
+Both scales factor out of the sum over ``K``, so
+``y[m, n] = x_scale[m] * w_scale[n] * sum_k x_q[m, k] * w_q[n, k]``: the kernel multiplies
+int8 tiles with ``tl.dot`` into an int32 accumulator (exact integer arithmetic, the
+integer tensor cores' path on a GPU) and applies the two scales once, at the end. This is
+the int8 matmul of LLM.int8() (Dettmers et al., 2022) for the non-outlier part and of
+SmoothQuant (Xiao et al., 2023), whose per-channel smoothing of activations happens
+before quantization and does not change the kernel. The accumulator is exact while
+``K * 128 * 128 < 2^31``, that is ``K < 131072``. :func:`w8a8_matmul_ref` is the
+definition of the right answer.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
+from shrinklib.kernels.int8_weight import _check_blocks, _dtype_name
+
+MAX_K = 2 ** 31 // (128 * 128) - 1  # the int32 accumulator cannot overflow up to this K
+OUT_DTYPES = (torch.float32, torch.float16)
+
+
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_q, x_scale)``: ``x`` ``(..., K)`` quantized symmetrically to int8, one scale per row.
+
+    ``x_scale = absmax(row) / 127`` (fp32, shape ``x.shape[:-1]``) and
+    ``x_q = clamp(round(x / x_scale), -128, 127)``, rounding half to even as
+    :func:`shrinklib.quant.primitives.quantize`. A row of zeros gets scale 1 (and zeros).
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {_dtype_name(x)}")
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"x must have a nonempty last dimension (K), got shape {tuple(x.shape)}")
+    xf = x.float()
+    absmax = xf.abs().amax(dim=-1)
+    if not torch.isfinite(absmax).all():
+        raise ValueError("x holds inf or nan; a quantization range needs finite values")
+    scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))
+    x_q = torch.round(xf / scale[..., None]).clamp(-128, 127).to(torch.int8)
+    return x_q, scale
+
+
+def _check_args(x_q, x_scale, w_q, w_scale, out_dtype) -> None:
+    for name, t in (("x_q", x_q), ("w_q", w_q)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8:
+            raise TypeError(f"{name} must be an int8 tensor, got {_dtype_name(t)}")
+    for name, t in (("x_scale", x_scale), ("w_scale", w_scale)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
+            raise TypeError(f"{name} must be a float32 tensor, got {_dtype_name(t)}")
+    if out_dtype not in OUT_DTYPES:
+        raise TypeError(f"out_dtype must be torch.float32 or torch.float16, got {out_dtype} "
+                        "(bf16 is wrong under Triton's interpreter)")
+    if w_q.ndim != 2:
+        raise ValueError(f"w_q must be 2-D (N, K), got shape {tuple(w_q.shape)}")
+    n, k = w_q.shape
+    if x_q.ndim == 0 or x_q.shape[-1] != k:
+        raise ValueError(f"shapes do not fit: x_q {tuple(x_q.shape)}, w_q {tuple(w_q.shape)} "
+                         "(x_q's last dimension must be K)")
+    if x_scale.shape != x_q.shape[:-1]:
+        raise ValueError(f"x_scale must have shape x_q.shape[:-1] = {tuple(x_q.shape[:-1])}, one per token, "
+                         f"got {tuple(x_scale.shape)}")
+    if w_scale.shape != (n,):
+        raise ValueError(f"w_scale must have shape (N,) = ({n},), one per output channel, got {tuple(w_scale.shape)}")
+    if k > MAX_K:
+        raise ValueError(f"K ({k}) is too large for an exact int32 accumulator (at most {MAX_K})")
+
+
+def w8a8_matmul_ref(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor,
+                    out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Reference: the exact integer product ``x_q @ w_q.T`` times ``x_scale[:, None] * w_scale[None, :]``.
+
+    The product is computed in float64, which is exact here on any device (every partial
+    sum is an integer below ``2^31 < 2^53``), then held as int32; the scaling is done in
+    fp32 in the kernel's order and cast to ``out_dtype``.
+    """
+    _check_args(x_q, x_scale, w_q, w_scale, out_dtype)
+    acc = (x_q.double() @ w_q.double().T).to(torch.int32)
+    return (acc.float() * x_scale[..., None] * w_scale).to(out_dtype)
+
+
+@triton.jit
+def _w8a8_kernel(
+    x_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, M, N, K,
+    stride_xm, stride_xk, stride_xs, stride_wn, stride_wk, stride_ws, stride_ym, stride_yn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk,
+                    mask=(rm[:, None] < M) & (rk[None, :] < K), other=0)
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk,
+                    mask=(rn[:, None] < N) & (rk[None, :] < K), other=0)
+        acc += tl.dot(x, tl.trans(w))  # int8 x int8 -> int32, exact
+    x_scale = tl.load(xs_ptr + rm * stride_xs, mask=rm < M, other=0.0)
+    w_scale = tl.load(ws_ptr + rn * stride_ws, mask=rn < N, other=0.0)
+    y = acc.to(tl.float32) * x_scale[:, None] * w_scale[None, :]
+    y_mask = (rm[:, None] < M) & (rn[None, :] < N)
+    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn, y.to(y_ptr.dtype.element_ty), mask=y_mask)
+
+
+def w8a8_matmul(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor,
+                out_dtype: torch.dtype = torch.float32, *, block_m: int | None = None, block_n: int = 64,
+                block_k: int = 64) -> torch.Tensor:
+    """``(x_q @ w_q.T) * x_scale[:, None] * w_scale[None, :]`` in ``out_dtype``, for ``x_q`` ``(..., K)``.
+
+    ``x_q`` int8 with ``x_scale`` fp32 of shape ``x_q.shape[:-1]`` (per token, see
+    :func:`quantize_per_token`), ``w_q`` int8 ``(N, K)`` with ``w_scale`` fp32 ``(N,)``.
+    ``block_m`` defaults to the smallest power of two from 16 to 64 that holds the rows.
+    """
+    _check_args(x_q, x_scale, w_q, w_scale, out_dtype)
+    n, k = w_q.shape
+    x2 = x_q.reshape(-1, k)
+    xs = x_scale.reshape(-1)
+    m = x2.shape[0]
+    block_m = block_m if block_m is not None else min(64, max(16, triton.next_power_of_2(m)))
+    _check_blocks(block_m=block_m, block_n=block_n, block_k=block_k)
+    y = torch.empty(m, n, dtype=out_dtype, device=x_q.device)
+    if m == 0:
+        return y.reshape(*x_q.shape[:-1], n)
+    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
+    _w8a8_kernel[grid](
+        x2, xs, w_q, w_scale, y, m, n, k,
+        x2.stride(0), x2.stride(1), xs.stride(0), w_q.stride(0), w_q.stride(1), w_scale.stride(0),
+        y.stride(0), y.stride(1), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+    )
+    return y.reshape(*x_q.shape[:-1], n)

@@ -1,0 +1,118 @@
+"""W8A16: int8 weight x fp16/fp32 activation, ``y = x @ (qweight * scale[:, None]).T``.
+
+A weight ``W`` of shape ``(N, K)`` quantized symmetrically per output channel
+(``shrinklib.quant.primitives``: levels ``[-128, 127]``, ``scale = absmax / 127``, zero
+point 0) is stored as
+
+* ``qweight``, ``(N, K)`` int8: the levels, a quarter of the fp32 bytes (half of fp16);
+* ``scale``, ``(N,)`` fp32: one step per output feature.
+
+Because the scale belongs to the output feature ``n``, it factors out of the sum over
+``K``: ``y[m, n] = scale[n] * sum_k x[m, k] * qweight[n, k]``. The kernel loads int8
+tiles of ``qweight``, converts them to the activation's dtype in registers (exact: every
+level is a small integer), accumulates ``tl.dot`` in fp32 and multiplies the accumulator
+by the scales once, at the end. The weight's bytes are what a small-batch (decode) matmul
+waits for, so halving them is the whole speedup - the weight-only scheme of LLM.int8()
+(Dettmers et al., 2022) without its outlier decomposition, and of ZeroQuant (Yao et al.,
+2022). :func:`w8a16_matmul_ref` is the definition of the right answer.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
+
+
+def _dtype_name(t) -> str:
+    return str(t.dtype) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def _check_weight(qweight: torch.Tensor, scale: torch.Tensor) -> None:
+    if not isinstance(qweight, torch.Tensor) or qweight.dtype != torch.int8:
+        raise TypeError(f"qweight must be an int8 tensor (N, K), got {_dtype_name(qweight)}")
+    if qweight.ndim != 2:
+        raise ValueError(f"qweight must be 2-D (N, K), got shape {tuple(qweight.shape)}")
+    if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:
+        raise TypeError(f"scale must be a float32 tensor (N,), got {_dtype_name(scale)}")
+    if scale.shape != qweight.shape[:1]:
+        raise ValueError(f"scale must have shape (N,) = ({qweight.shape[0]},), one per output channel, "
+                         f"got {tuple(scale.shape)}")
+
+
+def w8a16_matmul_ref(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Reference: ``x @ (qweight * scale[:, None]).T`` in fp32, cast to ``x.dtype``."""
+    _check_weight(qweight, scale)
+    if x.shape[-1] != qweight.shape[1]:
+        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, qweight {tuple(qweight.shape)}")
+    w = qweight.float() * scale[:, None]
+    return (x.float() @ w.T).to(x.dtype)
+
+
+@triton.jit
+def _w8a16_kernel(
+    x_ptr, w_ptr, s_ptr, y_ptr, M, N, K,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_s, stride_ym, stride_yn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk,
+                    mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk,
+                    mask=(rn[:, None] < N) & (rk[None, :] < K), other=0)
+        # int8 -> x's dtype is exact
+        acc += tl.dot(x, tl.trans(w.to(x.dtype)), input_precision=PRECISION)
+    scale = tl.load(s_ptr + rn * stride_s, mask=rn < N, other=0.0)
+    acc = acc * scale[None, :]
+    y_mask = (rm[:, None] < M) & (rn[None, :] < N)
+    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """``tl.dot``'s input precision: fp32 inputs stay fp32 on a GPU (its default would round them to tf32)."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _check_blocks(**blocks: int) -> None:
+    for name, value in blocks.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 16 or value & (value - 1):
+            raise ValueError(f"{name} must be a power of two >= 16 (tl.dot's smallest tile), got {value!r}")
+
+
+def w8a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *,
+                 block_m: int | None = None, block_n: int = 64, block_k: int = 64) -> torch.Tensor:
+    """``x @ (qweight * scale[:, None]).T`` for ``x`` of shape ``(..., K)``; the result has ``x``'s dtype.
+
+    ``qweight`` is int8 ``(N, K)``, ``scale`` fp32 ``(N,)``. ``block_m`` defaults to the
+    smallest power of two from 16 to 64 that holds the rows of ``x``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.float32):
+        raise TypeError(f"x must be float16 or float32, got "
+                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__} "
+                        "(bf16 is wrong under Triton's interpreter)")
+    _check_weight(qweight, scale)
+    n, k = qweight.shape
+    if x.ndim == 0 or x.shape[-1] != k:
+        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, qweight {tuple(qweight.shape)} "
+                         "(x's last dimension must be K)")
+    x2 = x.reshape(-1, k)
+    m = x2.shape[0]
+    block_m = block_m if block_m is not None else min(64, max(16, triton.next_power_of_2(m)))
+    _check_blocks(block_m=block_m, block_n=block_n, block_k=block_k)
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    if m == 0:
+        return y.reshape(*x.shape[:-1], n)
+    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
+    _w8a16_kernel[grid](
+        x2, qweight, scale, y, m, n, k,
+        x2.stride(0), x2.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), y.stride(0), y.stride(1),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=_precision(x.dtype),
+    )
+    return y.reshape(*x.shape[:-1], n)

@@ -1,0 +1,100 @@
+"""The W4A16 kernel and its nibble packing, run for real under Triton's interpreter on the CPU."""
+import pytest
+import torch
+
+from shrinklib.kernels.int4_weight import pack_int4, unpack_int4, w4a16_matmul, w4a16_matmul_ref
+from shrinklib.quant.primitives import choose_qparams, dequantize, quantize
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _quantized(n, k, group_size, seed=0):
+    """``(w, q, scale, zero_point)``: a random weight quantized to 4 bits (affine) per group."""
+    w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
+    scale, zero_point = choose_qparams(w, 4, False, group_size=group_size)  # (N, K/g) each
+    return w, quantize(w, scale, zero_point, 4, False, group_size=group_size), scale, zero_point
+
+
+def test_nibble_order_of_one_byte():
+    # element 2j -> low nibble, element 2j+1 -> high nibble
+    assert pack_int4(torch.tensor([[1, 2]])).tolist() == [[0x21]]
+    assert pack_int4(torch.tensor([[15, 0, 0, 15]], dtype=torch.uint8)).tolist() == [[0x0F, 0xF0]]
+    assert unpack_int4(torch.tensor([[0x21]], dtype=torch.uint8)).tolist() == [[1, 2]]
+
+
+@pytest.mark.parametrize("n, k", [(1, 2), (45, 76), (8, 264)])
+def test_pack_round_trips_exactly(n, k):
+    q = torch.randint(0, 16, (n, k), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    packed = pack_int4(q)
+    assert packed.shape == (n, k // 2) and packed.dtype == torch.uint8
+    assert torch.equal(unpack_int4(packed), q.to(torch.uint8))
+    every_byte = torch.arange(256, dtype=torch.uint8)[None]
+    assert torch.equal(pack_int4(unpack_int4(every_byte)), every_byte)
+
+
+@pytest.mark.parametrize("n, k, group_size", [(45, 76, 38), (17, 256, 128), (8, 64, 64)])
+def test_reference_is_the_matmul_with_the_dequantized_weight(n, k, group_size):
+    w, q, scale, zero_point = _quantized(n, k, group_size)
+    x = torch.randn(5, k, generator=torch.Generator().manual_seed(1))
+    expected = x @ dequantize(q, scale, zero_point, group_size=group_size).T
+    got = w4a16_matmul_ref(x, pack_int4(q), scale, zero_point, group_size)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5)
+
+
+# group < BLOCK_K (64) with K ragged, group > BLOCK_K, group == K ragged, a group straddling two
+# K-blocks, groups of one byte, and a 3-D x
+@pytest.mark.parametrize("m, n, k, group_size, batch", [
+    (33, 130, 96, 32, ()), (7, 45, 256, 128, ()), (1, 17, 264, 264, ()), (7, 45, 76, 38, ()), (1, 24, 76, 2, ()),
+    (5, 24, 64, 32, (3,)),
+])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
+def test_kernel_matches_the_reference_with_ragged_edges(m, n, k, group_size, batch, dtype, tol):
+    _, q, scale, zero_point = _quantized(n, k, group_size)
+    packed = pack_int4(q)
+    x = torch.randn(*batch, m, k, generator=torch.Generator().manual_seed(1)).to(dtype)
+    expected = w4a16_matmul_ref(x, packed, scale, zero_point, group_size)
+    got = w4a16_matmul(x.to(DEVICE), packed.to(DEVICE), scale.to(DEVICE), zero_point.to(DEVICE), group_size).cpu()
+    assert got.shape == (*batch, m, n) and got.dtype == dtype
+    assert torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol)
+
+
+def test_uint8_zero_points_and_other_block_sizes():
+    _, q, scale, zero_point = _quantized(40, 96, 16)
+    packed, zero_point = pack_int4(q), zero_point.to(torch.uint8)
+    x = torch.randn(20, 96, generator=torch.Generator().manual_seed(1))
+    got = w4a16_matmul(x.to(DEVICE), packed.to(DEVICE), scale.to(DEVICE), zero_point.to(DEVICE), 16,
+                       block_m=16, block_n=16, block_k=32).cpu()
+    assert torch.allclose(got, w4a16_matmul_ref(x, packed, scale, zero_point, 16), atol=1e-4, rtol=1e-4)
+
+
+def _args(n=3, k=8, group_size=4):
+    return (pack_int4(torch.zeros(n, k, dtype=torch.uint8)), torch.ones(n, k // group_size),
+            torch.zeros(n, k // group_size, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: pack_int4(torch.zeros(2, 7, dtype=torch.uint8)), ValueError, r"K \(7\) must be even"),
+    (lambda: pack_int4(torch.tensor([[3, 16]])), ValueError, "levels must lie in 0..15, got values from 3 to 16"),
+    (lambda: pack_int4(torch.tensor([[-1, 2]])), ValueError, "levels must lie in 0..15"),
+    (lambda: pack_int4(torch.zeros(2, 8)), TypeError, "q must be an integer tensor"),
+    (lambda: unpack_int4(torch.zeros(2, 4, dtype=torch.int8)), TypeError, "packed must be a uint8 tensor"),
+    (lambda: w4a16_matmul(torch.zeros(2, 8, dtype=torch.bfloat16), *_args(), 4), TypeError, "bf16"),
+    (lambda: w4a16_matmul(torch.zeros(2, 12), *_args(), 4), ValueError, "shapes do not fit"),
+    (lambda: w4a16_matmul(torch.zeros(2, 12), *_args(k=12, group_size=4), 8), ValueError,
+     r"group_size=8 does not divide K \(12\)"),
+    (lambda: w4a16_matmul(torch.zeros(2, 12), *_args(k=12, group_size=4), 3), ValueError,
+     "group_size must be a positive even integer"),
+    (lambda: w4a16_matmul(torch.zeros(2, 8), *_args(), 2), ValueError,
+     r"scale must have shape \(N, K/group_size\) = \(3, 4\)"),
+    (lambda: w4a16_matmul(torch.zeros(2, 8), _args()[0], _args()[1].half(), _args()[2], 4), TypeError,
+     "scale must be a float32 tensor"),
+    (lambda: w4a16_matmul(torch.zeros(2, 8), _args()[0], _args()[1], _args()[2].float(), 4), TypeError,
+     "zero_point must be an integer tensor"),
+    (lambda: w4a16_matmul(torch.zeros(2, 8), _args()[0], _args()[1], _args()[2][:, :1], 4), ValueError,
+     r"zero_point must have shape \(N, K/group_size\) = \(3, 2\)"),
+    (lambda: w4a16_matmul(torch.zeros(2, 8), torch.zeros(3, 4, dtype=torch.int8), *_args()[1:], 4), TypeError,
+     "packed must be a uint8 tensor"),
+])
+def test_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
