@@ -1,0 +1,153 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import shrinklib
+from shrinklib import measure, zoo
+from shrinklib.quant import choose_qparams, dequantize, fake_quantize, quantize, sqnr
+from shrinklib.quant.linear import (
+    Int8Dynamic,
+    Int8Static,
+    QuantLinear,
+    WeightOnly,
+    calibrate_,
+    quant_layers,
+    quantize_,
+    quantize_per_token,
+)
+
+
+def linear(k=96, n=45, seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(k, n)
+
+
+def inputs(*shape, seed=1):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_weight_only_int8_per_channel_is_the_fake_quantized_layer():
+    lin, x = linear(), inputs(7, 96)
+    q = QuantLinear.from_float(lin, WeightOnly(8))
+    w_hat = fake_quantize(lin.weight.detach(), *choose_qparams(lin.weight, 8, True, axis=0), 8, True)
+    assert q.qweight.dtype == torch.int8
+    assert torch.allclose(q(x), x @ w_hat.T + lin.bias, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits, group, symmetric", [(4, 32, False), (4, 48, True), (3, None, True), (2, 16, False)])
+def test_low_bit_levels_are_packed_two_to_a_byte_and_dequantize_exactly(bits, group, symmetric):
+    lin = linear()
+    q = QuantLinear.from_float(lin, WeightOnly(bits, group, symmetric))
+    assert q.qweight.dtype == torch.uint8 and q.qweight.shape == (45, 48)
+    w = lin.weight.detach()
+    kwargs = {"group_size": group} if group else {"axis": 0}
+    scale, zero_point = choose_qparams(w, bits, symmetric, **kwargs)
+    expected = dequantize(quantize(w, scale, zero_point, bits, symmetric, group_size=group), scale, zero_point,
+                          group_size=group)
+    assert torch.equal(q.dequantized_weight(), expected)
+
+
+def test_dynamic_int8_matches_the_integer_arithmetic_written_out():
+    lin, x = linear(), inputs(3, 5, 96)
+    q = QuantLinear.from_float(lin, Int8Dynamic())
+    x_q, x_scale = quantize_per_token(x.reshape(-1, 96))
+    acc = x_q.long() @ q.qweight.long().T  # exact integers
+    expected = (acc.float() * x_scale[:, None] * q.scale.reshape(1, -1) + lin.bias).reshape(3, 5, 45)
+    assert torch.allclose(q(x), expected, atol=1e-5)
+    assert sqnr(lin(x).detach(), q(x).detach()) > 35
+
+
+def test_dynamic_int8_agrees_with_torch_ao_dynamic_quantization():
+    lin, x = linear(384, 130), inputs(16, 384)
+    ours = QuantLinear.from_float(lin, Int8Dynamic())(x).detach()
+    with pytest.warns((DeprecationWarning, UserWarning)):
+        theirs = torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8)(x).detach()
+    exact = lin(x).detach()
+    assert sqnr(exact, ours) > 35 and sqnr(exact, theirs) > 30
+    assert sqnr(theirs, ours) > 30
+
+
+@pytest.mark.parametrize("config", [WeightOnly(8), WeightOnly(4, 32, False), WeightOnly(4, 48, True), Int8Dynamic(),
+                                    Int8Static()], ids=["w8", "w4-affine", "w4-symmetric", "dynamic", "static"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_triton_kernel_path_matches_the_torch_path(config, dtype):
+    """``use_kernel=True`` runs the Triton kernels (under the interpreter on a CPU) instead of torch."""
+    lin, x = linear(), inputs(2, 5, 96).to(dtype)
+    q = QuantLinear.from_float(lin, config)
+    if isinstance(config, Int8Static):
+        q.input_scale.fill_(float(x.abs().max()) / 127)
+    torch_path = q(x.float()).to(dtype)  # torch on the CPU computes in fp32; the kernels take fp16 as it is
+    q.use_kernel = True
+    kernel_path = q(x)
+    assert kernel_path.dtype == dtype
+    assert torch.allclose(kernel_path.float(), torch_path.float(), atol=1e-4 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_static_calibration_sets_each_layer_input_scale(method):
+    model = zoo.tiny_bert(vocab_size=50)
+    batches = [{"input_ids": torch.randint(0, 50, (4, 9), generator=torch.Generator().manual_seed(i))}
+               for i in range(3)]
+    reference = copy.deepcopy(model).eval()  # the float model with the weights the quantized one will hold
+    for fqn, m in reference.named_modules():
+        if isinstance(m, nn.Linear) and fqn not in ("classifier", "bert.pooler.dense"):
+            m.weight.data = fake_quantize(m.weight.data, *choose_qparams(m.weight.data, 8, True, axis=0), 8, True)
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, fqn=fqn: seen.setdefault(fqn, []).append(a[0].abs().max()))
+             for fqn, m in reference.named_modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for b in batches:
+            reference(**b)
+    for h in hooks:
+        h.remove()
+    quantize_(model, Int8Static(method, percentile=99.0))
+    calibrate_(model, batches)
+    for fqn, module in model.named_modules():
+        if isinstance(module, QuantLinear):
+            top = float(torch.stack(seen[fqn]).max()) / 127
+            if method == "minmax":
+                assert float(module.input_scale) == pytest.approx(top, rel=1e-6)
+            else:
+                assert 0 < float(module.input_scale) <= top * (1 + 1e-6)
+    logits, expected = model(**batches[0]).logits, reference(**batches[0]).logits
+    assert sqnr(expected.detach(), logits.detach()) > 15
+
+
+def test_quantize_swaps_the_body_not_the_head_and_round_trips(tmp_path):
+    model = zoo.tiny_bert(vocab_size=50)
+    before = measure.size_on_disk(model)
+    quantize_(model, WeightOnly(4, 16, symmetric=False))
+    assert len(quant_layers(model)) == 2 * 6  # q, k, v, attention out, FFN in and out of both layers
+    assert isinstance(model.classifier, nn.Linear) and isinstance(model.bert.pooler.dense, nn.Linear)  # the head
+    assert measure.size_on_disk(model) < before
+    shrinklib.save(model, tmp_path)
+    loaded = shrinklib.load(tmp_path)
+    ids = torch.randint(0, 50, (2, 7))
+    assert torch.equal(model.eval()(input_ids=ids).logits, loaded.eval()(input_ids=ids).logits)
+    for a, b in zip(quant_layers(model), quant_layers(loaded)):
+        assert torch.equal(a.qweight, b.qweight) and torch.equal(a.scale, b.scale)
+
+
+def test_bad_input():
+    model = zoo.tiny_bert(vocab_size=50)
+    with pytest.raises(TypeError, match="config must be WeightOnly, Int8Dynamic or Int8Static"):
+        quantize_(model, "int8")
+    with pytest.raises(ValueError, match="group_size=24 does not divide in_features=32"):
+        quantize_(model, WeightOnly(4, 24))
+    assert not quant_layers(model)  # refused before any layer changed
+    with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
+        WeightOnly(16)
+    with pytest.raises(ValueError, match="method must be one of"):
+        Int8Static("max")
+    with pytest.raises(ValueError, match="no nn.Linear layer that filter_fn picks"):
+        quantize_(model, WeightOnly(8), filter_fn=lambda m, fqn: False)
+    with pytest.raises(ValueError, match="no static QuantLinear layer"):
+        calibrate_(model, [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}])
+    with pytest.raises(ValueError, match="needs bits=8, symmetric, per channel"):
+        QuantLinear(8, 8, mode="dynamic", bits=4)
+    with pytest.raises(ValueError, match="in_features must be even"):
+        QuantLinear.from_float(nn.Linear(7, 3), WeightOnly(4))
+    with pytest.raises(TypeError, match="from_float needs an nn.Linear"):
+        QuantLinear.from_float(nn.Conv1d(3, 3, 1), WeightOnly(8))
