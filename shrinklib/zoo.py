@@ -237,6 +237,18 @@ def tiny_bert(*, num_labels: int = 2, vocab_size: int = 1000, hidden_size: int =
     return BertForSequenceClassification(config).eval()
 
 
+def tiny_llama(*, vocab_size: int = 64, hidden_size: int = 32, intermediate_size: int = 48, num_layers: int = 2,
+               num_heads: int = 4, num_kv_heads: int = 2, seed: int = 0) -> nn.Module:
+    """A small random ``LlamaForCausalLM`` (tied embeddings, grouped-query attention) for tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+                         tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()
+
+
 def tiny_lstm(*, vocab_size: int = 1000, embed_dim: int = 16, hidden_size: int = 24, num_layers: int = 1,
               num_labels: int = 2, seed: int = 0) -> BiLSTMClassifier:
     """A small random :class:`BiLSTMClassifier` for tests."""

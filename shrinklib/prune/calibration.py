@@ -180,6 +180,26 @@ def run_batches(model: nn.Module, batches: Iterable[dict], step: Callable[[dict]
     return seen
 
 
+def inverse_hessian_cholesky(gram: torch.Tensor, percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U, dead)``: the upper Cholesky factor of ``(H + damp I)^-1`` (float64) for ``H = gram``.
+
+    The shared first step of SparseGPT and GPTQ (Frantar et al.): features that never
+    fired (``dead``, a zero diagonal) get a unit diagonal so ``H`` stays invertible, and
+    ``percdamp`` times the mean diagonal is added for a stable inverse. Row ``i`` of ``U``
+    from the diagonal on is what the column-by-column updates need.
+    """
+    if percdamp < 0:
+        raise ValueError(f"percdamp must be >= 0, got {percdamp}")
+    cols = gram.shape[0]
+    if gram.shape != (cols, cols):
+        raise ValueError(f"gram must be square, got {tuple(gram.shape)}")
+    H = gram.to(torch.float64).clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    H += percdamp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype, device=H.device)
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True), dead
+
+
 def lm_batches(token_blocks: torch.Tensor, batch_size: int = 4) -> list[dict]:
     """Calibration batches ``{"input_ids": ...}`` from ``shrinklib.data.lm_blocks`` output."""
     if token_blocks.ndim != 2:

@@ -18,7 +18,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.calibration import input_statistics, sequential_statistics
+from shrinklib.prune.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.prune.magnitude import _check_sparsity, _smallest, prunable_weights
 from shrinklib.prune.masks import set_mask_
 from shrinklib.prune.nm import _check_nm
@@ -50,12 +50,8 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *
     if gram.shape != (cols, cols):
         raise ValueError(f"gram must be ({cols}, {cols}) for a weight of shape {tuple(weight.shape)}, got {tuple(gram.shape)}")
     W = weight.detach().to(torch.float64).clone()
-    H = gram.to(torch.float64).clone()
-    dead = torch.diag(H) == 0  # features never active: their weights can go for free
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    H += percdamp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Hinv, dead = inverse_hessian_cholesky(gram, percdamp)
+    W[:, dead] = 0  # features never active: their weights can go for free
     keep = torch.ones(rows, cols, dtype=torch.bool)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)

@@ -6,7 +6,9 @@
 * :mod:`~shrinklib.quant.linear` - :class:`QuantLinear` and :func:`quantize_`: weight-only
   (2-8 bits), dynamic int8 and static int8 (W8A8, with :func:`calibrate_`).
 * :mod:`~shrinklib.quant.embedding` - int8 / int4 embedding tables, one scale per row.
+* :mod:`~shrinklib.quant.gptq` - GPTQ, weight quantization with second-order error compensation.
 """
+from shrinklib.quant.gptq import gptq_, gptq_quantize
 from shrinklib.quant.embedding import QuantEmbedding, quantize_embeddings_
 from shrinklib.quant.linear import (
     MODES,
@@ -36,7 +38,7 @@ from shrinklib.quant.ranges import RANGE_METHODS, calibrate_range, entropy_range
 __all__ = [
     "ROUNDINGS", "choose_qparams", "dequantize", "fake_quantize", "group_view", "qparams_from_range", "qrange",
     "quantize", "sqnr", "storage_dtype",
-    "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "QuantLinear", "WeightOnly",
+    "gptq_", "gptq_quantize", "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "QuantLinear", "WeightOnly",
     "calibrate_", "quant_layers", "quantize_", "quantize_per_token",
     "RANGE_METHODS", "calibrate_range", "entropy_range", "minmax_range", "mse_range", "percentile_range",
 ]

@@ -151,12 +151,26 @@ class QuantLinear(nn.Module):
         else:
             scale, zero_point = choose_qparams(w, self.bits, self.symmetric, axis=0)
         q = quantize(w, scale, zero_point, self.bits, self.symmetric, group_size=self.group_size)
+        self.set_quantized(q, scale, zero_point)
+
+    def set_quantized(self, levels: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        """Store integer ``levels`` (out, in) with their ``scale`` and ``zero_point`` (per channel or group).
+
+        For methods that choose the levels themselves (GPTQ) rather than by rounding the
+        final weight. ``levels`` lie on this layer's grid (``qrange(bits, symmetric)``).
+        """
+        qmin, qmax = qrange(self.bits, self.symmetric)
+        if levels.shape != (self.out_features, self.in_features):
+            raise ValueError(f"levels must have shape {(self.out_features, self.in_features)}, got {tuple(levels.shape)}")
+        if levels.numel() and (int(levels.min()) < qmin or int(levels.max()) > qmax):
+            raise ValueError(f"levels must lie in {qmin}..{qmax} for {self.bits} bits")
+        q, zero_point = levels.to(torch.int16), zero_point.to(torch.int32)
         if _packed(self.bits):  # unsigned levels 0..15, two to a byte; a symmetric grid is shifted by its offset
-            offset = -qrange(self.bits, self.symmetric)[0]
-            q, zero_point = q.to(torch.int16) + offset, zero_point + offset
+            offset = -qmin
+            q, zero_point = q + offset, zero_point + offset
             self.qweight.copy_(pack_int4(q))
         else:
-            self.qweight.copy_(q)
+            self.qweight.copy_(q.to(self.qweight.dtype))
         self.scale.copy_(scale.reshape(self.scale.shape))
         self.zero_point.copy_(zero_point.reshape(self.zero_point.shape))
 

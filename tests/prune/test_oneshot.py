@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import shrinklib
-from shrinklib import prune
+from shrinklib import prune, zoo
 
 
 def _problem(seed=0, tokens=512, n_in=48, n_out=20):
@@ -72,18 +72,9 @@ def test_wanda_prunes_each_row_exactly_and_equals_magnitude_for_equal_inputs():
     assert torch.equal(uniform, _row_magnitude(W, 24))
 
 
-def _tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    return LlamaForCausalLM(config).eval()
-
-
 @pytest.mark.parametrize("method", ["wanda_", "sparsegpt_"])
 def test_one_shot_pruning_of_a_decoder(method, tmp_path):
-    model = _tiny_llama()
+    model = zoo.tiny_llama()
     blocks = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
     head = model.lm_head.weight.clone()
     getattr(prune, method)(model, prune.lm_batches(blocks, 4), 0.5)
@@ -118,9 +109,9 @@ def _layer_by_layer(model, batches, sparsity, method):
 def test_sequential_calibration_is_the_layer_by_layer_loop_and_differs_from_one_pass(method):
     blocks = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
     batches = prune.lm_batches(blocks, 4)
-    one_pass = getattr(prune, method)(_tiny_llama(), batches, 0.5)
-    sequential = getattr(prune, method)(_tiny_llama(), iter(batches), 0.5, sequential=True)  # one pass over batches
-    by_hand = _layer_by_layer(_tiny_llama(), batches, 0.5, method)
+    one_pass = getattr(prune, method)(zoo.tiny_llama(), batches, 0.5)
+    sequential = getattr(prune, method)(zoo.tiny_llama(), iter(batches), 0.5, sequential=True)  # one pass over batches
+    by_hand = _layer_by_layer(zoo.tiny_llama(), batches, 0.5, method)
     seq, ref, one = prune.masks(sequential), prune.masks(by_hand), prune.masks(one_pass)
     assert seq.keys() == ref.keys() == one.keys() and len(seq) == 14
     for fqn in seq:
@@ -156,8 +147,8 @@ def test_sequential_calibration_of_an_encoder():
 @pytest.mark.parametrize("call, message", [
     (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(5), 0.5), r"gram must be \(4, 4\)"),
     (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(4), 1.0), r"sparsity must be a number in \[0, 1\)"),
-    (lambda: prune.wanda_(_tiny_llama(), [], 0.5), "no calibration batch"),
-    (lambda: prune.sparsegpt_(_tiny_llama(), [], 0.5, sequential=True), "no calibration batch"),
+    (lambda: prune.wanda_(zoo.tiny_llama(), [], 0.5), "no calibration batch"),
+    (lambda: prune.sparsegpt_(zoo.tiny_llama(), [], 0.5, sequential=True), "no calibration batch"),
     (lambda: prune.lm_batches(torch.zeros(5)), "token_blocks must be"),
 ])
 def test_bad_input(call, message):

@@ -1,0 +1,121 @@
+"""GPTQ: one-shot weight quantization with second-order error compensation (Frantar et al.,
+2023, "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers").
+
+Round-to-nearest (RTN) quantizes every weight on its own. GPTQ quantizes the columns of
+a layer's weight one at a time, and after each it moves the columns not yet quantized
+to cancel the error just made on the layer's output ``W X^T`` for the calibration
+inputs ``X``: with ``H = X^T X`` and the upper Cholesky factor ``U`` of ``H^-1``, the error
+``(w - q) / U_ii`` of column ``i`` is spread over the later columns along row ``i`` of ``U``
+(Optimal Brain Quantization; the same update as SparseGPT's, with a rounded weight in
+place of a pruned one). Columns are handled in blocks whose updates to the rest are
+applied lazily, and per-group scales are chosen from the weights as updated when the
+group is reached.
+
+:func:`gptq_quantize` is the algorithm on one matrix; :func:`gptq_` quantizes a model's
+layers into :class:`~shrinklib.quant.linear.QuantLinear` with statistics from
+:mod:`shrinklib.prune.calibration` (one pass, or layer by layer as the paper's code).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from shrinklib.prune.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
+from shrinklib.prune.magnitude import prunable_weights
+from shrinklib.quant.linear import QuantLinear, WeightOnly
+from shrinklib.quant.primitives import check_bits, choose_qparams, dequantize, group_view, quantize
+from shrinklib.utils import FilterFn, replace_modules_
+
+
+@torch.no_grad()
+def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, group_size: int | None = None,
+                  symmetric: bool = False, blocksize: int = 128,
+                  percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(levels, scale, zero_point)`` of ``weight (out, in)`` quantized by GPTQ given ``gram = X^T X``.
+
+    ``levels`` (int16, on the grid of ``bits``/``symmetric``) with ``scale``/``zero_point``
+    of shape ``(out, 1)`` (per channel) or ``(out, in // group_size)``, as
+    :func:`~shrinklib.quant.primitives.choose_qparams` gives them. With groups, the block
+    size is rounded to a multiple of ``group_size`` so that no group straddles two blocks.
+    """
+    check_bits(bits)
+    rows, cols = weight.shape
+    if gram.shape != (cols, cols):
+        raise ValueError(f"gram must be ({cols}, {cols}) for a weight of shape {tuple(weight.shape)}, "
+                         f"got {tuple(gram.shape)}")
+    if blocksize < 1:
+        raise ValueError(f"blocksize must be >= 1, got {blocksize}")
+    if group_size is not None:
+        group_view(weight, group_size)  # validates that the groups divide the row
+        blocksize = group_size * max(1, blocksize // group_size)
+    W = weight.detach().to(torch.float64).clone()
+    Hinv, dead = inverse_hessian_cholesky(gram.to(W.device), percdamp)
+    W[:, dead] = 0
+    levels = torch.zeros(rows, cols, dtype=torch.int16, device=W.device)
+    if group_size is None:
+        scale, zero_point = choose_qparams(W.float(), bits, symmetric, axis=0)
+    scales, zero_points = [], []
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        Err1 = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            if group_size is not None and (i1 + i) % group_size == 0:
+                scale, zero_point = choose_qparams(W1[:, i:i + group_size].float(), bits, symmetric, axis=0)
+                scales.append(scale)
+                zero_points.append(zero_point)
+            q = quantize(W1[:, i:i + 1].float(), scale, zero_point, bits, symmetric)
+            levels[:, i1 + i] = q[:, 0].to(torch.int16)
+            err = (W1[:, i] - dequantize(q, scale, zero_point)[:, 0].double()) / Hinv1[i, i]
+            W1[:, i:] -= err[:, None] @ Hinv1[i, i:][None, :]
+            Err1[:, i] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    if group_size is not None:
+        scale, zero_point = torch.cat(scales, dim=1), torch.cat(zero_points, dim=1)
+    return levels, scale, zero_point
+
+
+def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = WeightOnly(4, 128, symmetric=False), *,
+          blocksize: int = 128, percdamp: float = 0.01, filter_fn: FilterFn | None = None,
+          max_batches: int | None = None, sequential: bool = False) -> nn.Module:
+    """Quantize every picked Linear of ``model`` (default: the body's, not the head) with GPTQ.
+
+    ``config`` gives the bits, groups and grid; the layers become
+    :class:`~shrinklib.quant.linear.QuantLinear` holding GPTQ's levels. ``sequential=True``
+    calibrates one transformer layer at a time on the outputs of the layers already
+    quantized, as the paper's code does; ``False`` reads every layer's Gram matrix from
+    the float model in one pass. Every picked layer is checked before any is changed.
+    """
+    if not isinstance(config, WeightOnly):
+        raise TypeError(f"GPTQ quantizes weights only: config must be a WeightOnly, got {type(config).__name__}")
+    modules = prunable_weights(model, filter_fn)
+    for fqn, module in modules.items():
+        if config.group_size and module.in_features % config.group_size:
+            raise ValueError(f"group_size={config.group_size} does not divide in_features={module.in_features} of {fqn}")
+        if config.bits <= 4 and module.in_features % 2:
+            raise ValueError(f"{config.bits}-bit levels are stored two to a byte; {fqn} has odd in_features")
+    quantized: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def quantize_layers(stats):
+        for fqn, s in stats.items():
+            levels, scale, zero_point = gptq_quantize(modules[fqn].weight, s.gram, config.bits,
+                                                      group_size=config.group_size, symmetric=config.symmetric,
+                                                      blocksize=blocksize, percdamp=percdamp)
+            quantized[fqn] = (levels, scale, zero_point)
+            # the float layer computes with the quantized weight from now on (what the next layers see)
+            modules[fqn].weight.data.copy_(dequantize(levels, scale, zero_point, group_size=config.group_size)
+                                           .to(modules[fqn].weight.dtype))
+
+    if sequential:
+        sequential_statistics(model, batches, modules, quantize_layers, gram=True, max_batches=max_batches)
+    else:
+        quantize_layers(input_statistics(model, batches, modules, gram=True, max_batches=max_batches))
+
+    def to_quant_linear(module: nn.Linear, fqn: str) -> QuantLinear:
+        layer = QuantLinear.from_float(module, config)
+        layer.set_quantized(*quantized[fqn])
+        return layer
+
+    return replace_modules_(model, lambda m, fqn: fqn in quantized, to_quant_linear)

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+import shrinklib
+from shrinklib import zoo
+from shrinklib.quant import QuantLinear, WeightOnly, choose_qparams, dequantize, quant_layers, quantize
+from shrinklib.quant.gptq import gptq_, gptq_quantize
+
+
+def problem(seed=0, tokens=512, n_in=64, n_out=24):
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(-1, 1, n_in)[torch.randperm(n_in, generator=g)]  # some features far louder
+    mixing = torch.randn(n_in, n_in, generator=g, dtype=torch.float64) * 0.3 + torch.eye(n_in, dtype=torch.float64)
+    X = (torch.randn(tokens, n_in, generator=g, dtype=torch.float64) @ mixing) * scales.double()  # correlated
+    W = torch.randn(n_out, n_in, generator=g, dtype=torch.float64)
+    return X, W
+
+
+def output_error(X, W, W_hat):
+    return float((X @ W.T - X @ W_hat.T).pow(2).sum())
+
+
+def rtn(W, bits, group_size, symmetric):
+    kwargs = {"group_size": group_size} if group_size else {"axis": 0}
+    scale, zero_point = choose_qparams(W.float(), bits, symmetric, **kwargs)
+    return dequantize(quantize(W.float(), scale, zero_point, bits, symmetric, group_size=group_size), scale,
+                      zero_point, group_size=group_size).double()
+
+
+@pytest.mark.parametrize("bits, group_size, symmetric", [(4, 16, False), (3, None, True), (4, 32, True)])
+def test_gptq_reconstructs_the_layer_output_better_than_rounding(bits, group_size, symmetric):
+    X, W = problem()
+    levels, scale, zero_point = gptq_quantize(W, X.T @ X, bits, group_size=group_size, symmetric=symmetric,
+                                              blocksize=24)
+    W_hat = dequantize(levels, scale, zero_point, group_size=group_size).double()
+    assert output_error(X, W, W_hat) < 0.7 * output_error(X, W, rtn(W, bits, group_size, symmetric))
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)
+    assert lo <= int(levels.min()) and int(levels.max()) <= hi
+
+
+def test_with_uncorrelated_unit_inputs_gptq_is_round_to_nearest():
+    """H = I: no error can be compensated by another column, so GPTQ rounds each weight to nearest."""
+    _, W = problem()
+    levels, scale, zero_point = gptq_quantize(W, torch.eye(64, dtype=torch.float64), 4, group_size=16, percdamp=0.0)
+    assert torch.equal(dequantize(levels, scale, zero_point, group_size=16).double(), rtn(W, 4, 16, False))
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_gptq_on_a_decoder_gives_quant_layers_that_round_trip(sequential, tmp_path):
+    model = zoo.tiny_llama()
+    blocks = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
+    batches = [{"input_ids": blocks[i:i + 4]} for i in range(0, 8, 4)]
+    reference = zoo.tiny_llama()
+    gptq_(model, batches, WeightOnly(4, 16), sequential=sequential)
+    layers = quant_layers(model)
+    assert len(layers) == 2 * 7 and all(q.bits == 4 for q in layers)  # q, k, v, o, gate, up, down per layer
+    assert not isinstance(model.lm_head, QuantLinear)
+    ids = blocks[:2]
+    logits, expected = model(input_ids=ids).logits, reference(input_ids=ids).logits
+    assert torch.corrcoef(torch.stack([logits.flatten(), expected.flatten()]))[0, 1] > 0.9
+    shrinklib.save(model, tmp_path)
+    assert torch.equal(shrinklib.load(tmp_path)(input_ids=ids).logits, logits)
+
+
+def test_bad_input():
+    X, W = problem()
+    with pytest.raises(ValueError, match="gram must be \\(64, 64\\)"):
+        gptq_quantize(W, torch.eye(3), 4)
+    with pytest.raises(ValueError, match="group_size=24 does not divide"):
+        gptq_quantize(W, X.T @ X, 4, group_size=24)
+    with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
+        gptq_quantize(W, X.T @ X, 1)
+    with pytest.raises(TypeError, match="config must be a WeightOnly"):
+        gptq_(zoo.tiny_llama(), [], "int4")
+    model = zoo.tiny_llama()
+    with pytest.raises(ValueError, match="group_size=20 does not divide in_features=32"):
+        gptq_(model, [{"input_ids": torch.zeros(1, 4, dtype=torch.long)}], WeightOnly(4, 20))
+    assert not quant_layers(model)
+    with pytest.raises(ValueError, match="no calibration batch"):
+        gptq_(zoo.tiny_llama(), [], WeightOnly(4, 16))
