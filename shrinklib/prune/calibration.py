@@ -21,11 +21,13 @@ from torch import nn
 
 @dataclass
 class InputStats:
-    """What a layer saw: per-feature squared norms, the Gram matrix if asked, token count."""
+    """What a layer saw, per input feature: squared norm, sum and maximum of |x|; the Gram matrix if asked."""
 
-    sq_norm: torch.Tensor  # (in_features,)
-    gram: torch.Tensor | None  # (in_features, in_features) = X^T X
+    sq_norm: torch.Tensor  # (in_features,) = sum_t x_tj^2 (Wanda)
+    gram: torch.Tensor | None  # (in_features, in_features) = X^T X (SparseGPT, GPTQ, AWQ's error)
     tokens: int
+    abs_sum: torch.Tensor | None = None  # (in_features,) = sum_t |x_tj| (AWQ's activation scale)
+    abs_max: torch.Tensor | None = None  # (in_features,) = max_t |x_tj| (SmoothQuant)
 
 
 @torch.no_grad()
@@ -43,7 +45,8 @@ def _empty_stats(modules: dict[str, nn.Linear], gram: bool) -> dict[str, InputSt
     if not modules:
         raise ValueError("no module to calibrate")
     return {fqn: InputStats(torch.zeros(m.in_features, dtype=torch.float64),
-                            torch.zeros(m.in_features, m.in_features, dtype=torch.float64) if gram else None, 0)
+                            torch.zeros(m.in_features, m.in_features, dtype=torch.float64) if gram else None, 0,
+                            torch.zeros(m.in_features, dtype=torch.float64), torch.zeros(m.in_features, dtype=torch.float64))
             for fqn, m in modules.items()}
 
 
@@ -51,6 +54,8 @@ def _stats_hook(s: InputStats):
     def hook(module, args):
         x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64).cpu()
         s.sq_norm += x.pow(2).sum(0)
+        s.abs_sum += x.abs().sum(0)
+        torch.maximum(s.abs_max, x.abs().amax(0), out=s.abs_max)
         if s.gram is not None:
             s.gram += x.T @ x
         s.tokens += x.shape[0]

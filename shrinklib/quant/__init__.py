@@ -7,7 +7,10 @@
   (2-8 bits), dynamic int8 and static int8 (W8A8, with :func:`calibrate_`).
 * :mod:`~shrinklib.quant.embedding` - int8 / int4 embedding tables, one scale per row.
 * :mod:`~shrinklib.quant.gptq` - GPTQ, weight quantization with second-order error compensation.
+* :mod:`~shrinklib.quant.awq` - AWQ, activation-aware scaling before weight quantization.
+* :mod:`~shrinklib.quant.smoothquant` - SmoothQuant, outliers moved from activations into weights for W8A8.
 """
+from shrinklib.quant.awq import awq_, awq_search
 from shrinklib.quant.gptq import gptq_, gptq_quantize
 from shrinklib.quant.embedding import QuantEmbedding, quantize_embeddings_
 from shrinklib.quant.linear import (
@@ -26,6 +29,7 @@ from shrinklib.quant.primitives import (
     choose_qparams,
     dequantize,
     fake_quantize,
+    fake_quantize_weight,
     group_view,
     qparams_from_range,
     qrange,
@@ -33,12 +37,13 @@ from shrinklib.quant.primitives import (
     sqnr,
     storage_dtype,
 )
+from shrinklib.quant.smoothquant import smoothing_factors, smoothquant_
 from shrinklib.quant.ranges import RANGE_METHODS, calibrate_range, entropy_range, minmax_range, mse_range, percentile_range
 
 __all__ = [
-    "ROUNDINGS", "choose_qparams", "dequantize", "fake_quantize", "group_view", "qparams_from_range", "qrange",
+    "ROUNDINGS", "choose_qparams", "dequantize", "fake_quantize", "fake_quantize_weight", "group_view", "qparams_from_range", "qrange",
     "quantize", "sqnr", "storage_dtype",
-    "gptq_", "gptq_quantize", "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "QuantLinear", "WeightOnly",
+    "awq_", "awq_search", "smoothing_factors", "smoothquant_", "gptq_", "gptq_quantize", "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "QuantLinear", "WeightOnly",
     "calibrate_", "quant_layers", "quantize_", "quantize_per_token",
     "RANGE_METHODS", "calibrate_range", "entropy_range", "minmax_range", "mse_range", "percentile_range",
 ]

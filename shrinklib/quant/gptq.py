@@ -24,7 +24,7 @@ from torch import nn
 
 from shrinklib.prune.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.prune.magnitude import prunable_weights
-from shrinklib.quant.linear import QuantLinear, WeightOnly
+from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
 from shrinklib.quant.primitives import check_bits, choose_qparams, dequantize, group_view, quantize
 from shrinklib.utils import FilterFn, replace_modules_
 
@@ -91,11 +91,7 @@ def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = Weight
     if not isinstance(config, WeightOnly):
         raise TypeError(f"GPTQ quantizes weights only: config must be a WeightOnly, got {type(config).__name__}")
     modules = prunable_weights(model, filter_fn)
-    for fqn, module in modules.items():
-        if config.group_size and module.in_features % config.group_size:
-            raise ValueError(f"group_size={config.group_size} does not divide in_features={module.in_features} of {fqn}")
-        if config.bits <= 4 and module.in_features % 2:
-            raise ValueError(f"{config.bits}-bit levels are stored two to a byte; {fqn} has odd in_features")
+    check_layers_fit(modules, config)
     quantized: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def quantize_layers(stats):

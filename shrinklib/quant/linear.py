@@ -98,7 +98,7 @@ class QuantLinear(nn.Module):
     """A Linear layer whose weight is stored as integers (see the module docstring for the modes)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = "weight_only",
-                 bits: int = 8, group_size: int | None = None, symmetric: bool = True):
+                 bits: int = 8, group_size: int | None = None, symmetric: bool = True, smoothed: bool = False):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -111,6 +111,7 @@ class QuantLinear(nn.Module):
             raise ValueError(f"{bits}-bit levels are stored two to a byte: in_features must be even, got {in_features}")
         self.in_features, self.out_features = in_features, out_features
         self.mode, self.bits, self.group_size, self.symmetric = mode, bits, group_size, symmetric
+        self.smoothed = smoothed
         stored = (out_features, in_features // 2) if _packed(bits) else (out_features, in_features)
         dtype = torch.uint8 if _packed(bits) else storage_dtype(bits, symmetric)
         params = (out_features, in_features // group_size) if group_size else (out_features, 1)
@@ -119,27 +120,49 @@ class QuantLinear(nn.Module):
         self.register_buffer("zero_point", torch.zeros(params, dtype=torch.int32))
         if mode == "static":
             self.register_buffer("input_scale", torch.ones(()))
+        if smoothed:  # y = (W diag(s)) (x / s): the weight is stored scaled, the input multiplied by 1/s
+            self.register_buffer("input_multiplier", torch.ones(in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.observing = False  # set by calibrate_: compute with float activations while their range is read
         self.use_kernel: bool | None = None  # None: the Triton kernels on a GPU, torch on the CPU
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, config: QuantConfig) -> "QuantLinear":
+    def from_float(cls, linear: nn.Linear, config: QuantConfig, smoothing: torch.Tensor | None = None) -> "QuantLinear":
+        """Quantize ``linear`` by ``config``; with ``smoothing`` ``s`` (in_features,), store ``W diag(s)`` and divide inputs by ``s``.
+
+        Per-input-channel smoothing moves quantization difficulty between activations and
+        weights (SmoothQuant, AWQ). The papers fold ``1/s`` into the preceding normalization
+        or layer; here the layer keeps it as one elementwise multiply, which works for any
+        model and gives the same outputs.
+        """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_float needs an nn.Linear, got {type(linear).__name__}")
+        if smoothing is not None and (smoothing.shape != (linear.in_features,) or not torch.all(smoothing > 0)):
+            raise ValueError(f"smoothing must be positive, of shape ({linear.in_features},), "
+                             f"got shape {tuple(smoothing.shape)}")
+        args = (linear.in_features, linear.out_features, linear.bias is not None)
+        smoothed = smoothing is not None
         if isinstance(config, WeightOnly):
-            module = cls(linear.in_features, linear.out_features, linear.bias is not None, "weight_only",
-                         config.bits, config.group_size, config.symmetric)
+            module = cls(*args, "weight_only", config.bits, config.group_size, config.symmetric, smoothed)
         elif isinstance(config, (Int8Dynamic, Int8Static)):
             mode = "dynamic" if isinstance(config, Int8Dynamic) else "static"
-            module = cls(linear.in_features, linear.out_features, linear.bias is not None, mode)
+            module = cls(*args, mode, smoothed=smoothed)
         else:
             raise TypeError(f"config must be WeightOnly, Int8Dynamic or Int8Static, got {type(config).__name__}")
         module.to(linear.weight.device)
-        module.set_weight(linear.weight.detach())
+        weight = linear.weight.detach().float()
+        if smoothed:
+            s = smoothing.to(weight.device).float()
+            weight = weight * s[None, :]
+            module.input_multiplier.copy_(1 / s)
+        module.set_weight(weight)
         if linear.bias is not None:
             module.bias.data.copy_(linear.bias.detach().float())
         return module
+
+    def prepared_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the integer matmul sees it: divided by the smoothing factors, if any."""
+        return x * self.input_multiplier.to(x.dtype) if self.smoothed else x
 
     def set_weight(self, weight: torch.Tensor) -> None:
         """Quantize a float ``weight`` (out, in) into this layer's buffers."""
@@ -179,14 +202,15 @@ class QuantLinear(nn.Module):
         return unpack_int4(self.qweight) if _packed(self.bits) else self.qweight
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The float weight the integers stand for."""
+        """The float weight the integers stand for (``W diag(s)`` for a smoothed layer)."""
         scale = self.scale if self.group_size else self.scale.reshape(-1, 1)
         zero_point = self.zero_point if self.group_size else self.zero_point.reshape(-1, 1)
         return dequantize(self.levels(), scale, zero_point, group_size=self.group_size, dtype=dtype)
 
     def rebuild_kwargs(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "mode": self.mode, "bits": self.bits, "group_size": self.group_size, "symmetric": self.symmetric}
+                "mode": self.mode, "bits": self.bits, "group_size": self.group_size, "symmetric": self.symmetric,
+                "smoothed": self.smoothed}
 
     def _kernel_fits(self, x: torch.Tensor) -> bool:
         """Whether a Triton kernel computes this layer: W8A16 (8-bit per channel), W4A16 (4-bit groups), W8A8."""
@@ -200,6 +224,7 @@ class QuantLinear(nn.Module):
         return self.bits == 4 and self.group_size is not None and self.group_size % 2 == 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prepared_input(x)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         kernel = self._kernel_fits(x)
         if self.mode == "weight_only" or self.observing:
@@ -227,7 +252,19 @@ class QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         grouping = f"group_size={self.group_size}" if self.group_size else "per channel"
         return (f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}, "
-                f"bits={self.bits}, {grouping}, {'symmetric' if self.symmetric else 'affine'}")
+                f"bits={self.bits}, {grouping}, {'symmetric' if self.symmetric else 'affine'}"
+                + (", smoothed" if self.smoothed else ""))
+
+
+def check_layers_fit(modules: dict[str, nn.Linear], config: QuantConfig) -> None:
+    """Refuse, before any layer changes, a config that one of the ``modules`` cannot take."""
+    if not isinstance(config, WeightOnly):
+        return
+    for fqn, m in modules.items():
+        if config.group_size and m.in_features % config.group_size:
+            raise ValueError(f"group_size={config.group_size} does not divide in_features={m.in_features} of {fqn}")
+        if _packed(config.bits) and m.in_features % 2:
+            raise ValueError(f"{config.bits}-bit levels are stored two to a byte; {fqn} has odd in_features")
 
 
 def quantize_(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None = None) -> nn.Module:
@@ -242,12 +279,7 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None 
     picked = [(fqn, m) for fqn, m in matching_modules(model, filter_fn) if isinstance(m, nn.Linear)]
     if not picked:
         raise ValueError("the model has no nn.Linear layer that filter_fn picks: nothing to quantize")
-    if isinstance(config, WeightOnly):
-        for fqn, m in picked:
-            if config.group_size and m.in_features % config.group_size:
-                raise ValueError(f"group_size={config.group_size} does not divide in_features={m.in_features} of {fqn}")
-            if _packed(config.bits) and m.in_features % 2:
-                raise ValueError(f"{config.bits}-bit levels are stored two to a byte; {fqn} has odd in_features")
+    check_layers_fit(dict(picked), config)
     names = {fqn for fqn, _ in picked}
     replace_modules_(model, lambda m, fqn: fqn in names, lambda m, fqn: QuantLinear.from_float(m, config))
     if isinstance(config, Int8Static):
@@ -280,7 +312,7 @@ def calibrate_(model: nn.Module, batches: Iterable[dict], config: Int8Static | N
     extremes: dict[QuantLinear, torch.Tensor] = {}
 
     def hook(module, args):
-        x = args[0].detach().float().flatten()
+        x = module.prepared_input(args[0].detach()).float().flatten()
         low_high = torch.stack([x.min(), x.max()])
         old = extremes.get(module)
         extremes[module] = low_high if old is None else torch.stack([old[0].minimum(low_high[0]),

@@ -185,6 +185,14 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     return out + (x - x.detach()) * inside
 
 
+def fake_quantize_weight(weight: torch.Tensor, bits: int = 8, symmetric: bool = True, *,
+                         group_size: int | None = None) -> torch.Tensor:
+    """Round-to-nearest of a weight ``(out, in)``: one grid per output channel, or per group of inputs."""
+    kwargs = {"group_size": group_size} if group_size else {"axis": 0}
+    scale, zero_point = choose_qparams(weight, bits, symmetric, **kwargs)
+    return fake_quantize(weight, scale, zero_point, bits, symmetric, group_size=group_size)
+
+
 def sqnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Signal-to-quantization-noise ratio in dB: ``10 log10(||x||^2 / ||x - x_hat||^2)`` (inf if exact)."""
     if x.shape != x_hat.shape:

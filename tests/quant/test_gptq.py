@@ -3,7 +3,7 @@ import torch
 
 import shrinklib
 from shrinklib import zoo
-from shrinklib.quant import QuantLinear, WeightOnly, choose_qparams, dequantize, quant_layers, quantize
+from shrinklib.quant import QuantLinear, WeightOnly, dequantize, fake_quantize_weight, quant_layers
 from shrinklib.quant.gptq import gptq_, gptq_quantize
 
 
@@ -21,10 +21,7 @@ def output_error(X, W, W_hat):
 
 
 def rtn(W, bits, group_size, symmetric):
-    kwargs = {"group_size": group_size} if group_size else {"axis": 0}
-    scale, zero_point = choose_qparams(W.float(), bits, symmetric, **kwargs)
-    return dequantize(quantize(W.float(), scale, zero_point, bits, symmetric, group_size=group_size), scale,
-                      zero_point, group_size=group_size).double()
+    return fake_quantize_weight(W.float(), bits, symmetric, group_size=group_size).double()
 
 
 @pytest.mark.parametrize("bits, group_size, symmetric", [(4, 16, False), (3, None, True), (4, 32, True)])

@@ -1,0 +1,108 @@
+"""SmoothQuant and AWQ: per-input-channel scaling before quantization."""
+import pytest
+import torch
+from torch import nn
+
+import shrinklib
+from shrinklib import zoo
+from shrinklib.prune.calibration import InputStats
+from shrinklib.quant import Int8Dynamic, Int8Static, QuantLinear, WeightOnly, fake_quantize_weight, quant_layers, sqnr
+from shrinklib.quant.awq import awq_, awq_search, output_error
+from shrinklib.quant.smoothquant import smoothing_factors, smoothquant_
+
+
+def outlier_inputs(tokens=256, n_in=64, seed=0, loud=(3, 17), factor=40.0):
+    """Activations with a few channels far louder than the rest in every token, as in LLMs."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, n_in, generator=g)
+    x[:, list(loud)] *= factor
+    return x
+
+
+def stats_of(x):
+    x64 = x.double()
+    return InputStats(x64.pow(2).sum(0), x64.T @ x64, x.shape[0], x64.abs().sum(0), x64.abs().amax(0))
+
+
+def linear(n_in=64, n_out=40, seed=1):
+    torch.manual_seed(seed)
+    return nn.Linear(n_in, n_out)
+
+
+def test_smoothing_factors_formula():
+    act = torch.tensor([4.0, 1.0, 0.0])
+    weight = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.5, 1.0]])
+    s = smoothing_factors(act, weight, alpha=0.5)
+    assert torch.allclose(s[:2], torch.tensor([4.0 ** 0.5 / 1.0 ** 0.5, 1.0 / 2.0 ** 0.5]))
+    assert s[2] == 1  # a channel that never fired is left alone
+
+
+def test_smoothed_layer_computes_the_same_function():
+    lin, x = linear(), outlier_inputs()
+    s = smoothing_factors(x.abs().amax(0), lin.weight)
+    q = QuantLinear.from_float(lin, WeightOnly(8), smoothing=s)
+    assert sqnr(lin(x).detach(), q(x).detach()) > 40
+
+
+def test_smoothing_rescues_int8_activations_with_outlier_channels():
+    lin, x = linear(), outlier_inputs()
+    exact = lin(x).detach()
+    plain = QuantLinear.from_float(lin, Int8Dynamic())(x).detach()
+    smoothed = QuantLinear.from_float(lin, Int8Dynamic(), smoothing=smoothing_factors(x.abs().amax(0), lin.weight))(x)
+    assert sqnr(exact, smoothed.detach()) > sqnr(exact, plain) + 6
+
+
+def test_awq_search_never_loses_to_rounding_and_wins_on_salient_channels():
+    lin, x = linear(), outlier_inputs(loud=(3, 17, 40), factor=8.0)
+    stats, config = stats_of(x), WeightOnly(4, 16, symmetric=False)
+    s, alpha, errors = awq_search(lin.weight, stats, config, grid=10)
+    rtn_error = output_error(lin.weight, fake_quantize_weight(lin.weight.detach(), 4, False, group_size=16), stats.gram)
+    assert errors[0.0] == pytest.approx(rtn_error, rel=1e-9)  # alpha = 0 is plain rounding
+    assert alpha > 0 and errors[alpha] == min(errors.values()) and errors[alpha] < 0.9 * rtn_error
+    q = QuantLinear.from_float(lin, config, smoothing=s)
+    w_eff = q.dequantized_weight() * q.input_multiplier[None, :]
+    assert output_error(lin.weight, w_eff, stats.gram) == pytest.approx(errors[alpha], rel=1e-4)
+
+
+def _batches():
+    blocks = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
+    return [{"input_ids": blocks[i:i + 4]} for i in range(0, 8, 4)]
+
+
+@pytest.mark.parametrize("method", ["smoothquant_dynamic", "smoothquant_static", "awq"])
+def test_on_a_decoder_layers_are_smoothed_and_round_trip(method, tmp_path):
+    model, reference = zoo.tiny_llama(), zoo.tiny_llama()
+    if method == "awq":
+        awq_(model, _batches(), WeightOnly(4, 16), grid=5)
+    else:
+        smoothquant_(model, iter(_batches()) if method.endswith("dynamic") else _batches(),
+                     Int8Dynamic() if method.endswith("dynamic") else Int8Static())
+    layers = quant_layers(model)
+    assert len(layers) == 14 and all(q.smoothed for q in layers)
+    ids = _batches()[0]["input_ids"]
+    logits = model(input_ids=ids).logits
+    assert torch.corrcoef(torch.stack([logits.flatten(), reference(input_ids=ids).logits.flatten()]))[0, 1] > 0.9
+    shrinklib.save(model, tmp_path)
+    assert torch.equal(shrinklib.load(tmp_path)(input_ids=ids).logits, logits)
+
+
+def test_bad_input():
+    lin = linear()
+    with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\]"):
+        smoothing_factors(torch.ones(64), lin.weight, alpha=1.5)
+    with pytest.raises(ValueError, match="act_absmax must have shape \\(64,\\)"):
+        smoothing_factors(torch.ones(3), lin.weight)
+    with pytest.raises(ValueError, match="smoothing must be positive"):
+        QuantLinear.from_float(lin, WeightOnly(8), smoothing=-torch.ones(64))
+    with pytest.raises(TypeError, match="config must be Int8Dynamic or Int8Static"):
+        smoothquant_(zoo.tiny_llama(), _batches(), WeightOnly(8))
+    with pytest.raises(TypeError, match="config must be a WeightOnly"):
+        awq_(zoo.tiny_llama(), _batches(), Int8Dynamic())
+    with pytest.raises(ValueError, match="needs input statistics with the Gram matrix"):
+        awq_search(lin.weight, InputStats(torch.ones(64), None, 10), WeightOnly(4, 16))
+    model = zoo.tiny_llama()
+    with pytest.raises(ValueError, match="group_size=20 does not divide"):
+        awq_(model, _batches(), WeightOnly(4, 20))
+    assert not quant_layers(model)
+    with pytest.raises(ValueError, match="no calibration batch"):
+        smoothquant_(zoo.tiny_llama(), [])
