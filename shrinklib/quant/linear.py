@@ -12,6 +12,8 @@ layers configured by one of:
   ``torch._int_mm`` (CPU) or the W8A8 Triton kernel (GPU). The dynamic quantization of
   Q8BERT's inference and of ``torch.ao.quantization.quantize_dynamic`` (Zafrir et al.,
   2019, "Q8BERT: Quantized 8Bit BERT").
+* :class:`LLMInt8`: dynamic int8 except the few input features with outliers, which are
+  multiplied in floating point (Dettmers et al., 2022).
 * :class:`Int8Static`: the same int8 matmul, but each layer's activations share one scale
   fixed beforehand by :func:`calibrate_` on calibration batches (range by min-max,
   percentile, MSE or entropy; see :mod:`shrinklib.quant.ranges`). Static W8A8 as in Jacob
@@ -46,7 +48,7 @@ from shrinklib.quant.primitives import (
 from shrinklib.quant.ranges import RANGE_METHODS, calibrate_range
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
-MODES = ("weight_only", "dynamic", "static")
+MODES = ("weight_only", "dynamic", "static", "llm_int8")
 CALIBRATION_SAMPLES = 1 << 20  # values of each layer's input kept for the range search (min and max are exact)
 
 
@@ -82,7 +84,25 @@ class Int8Static:
             raise ValueError(f"method must be one of {RANGE_METHODS}, got {self.method!r}")
 
 
-QuantConfig = WeightOnly | Int8Dynamic | Int8Static
+@dataclass(frozen=True)
+class LLMInt8:
+    """LLM.int8(): dynamic int8, except the input features where some token reaches ``threshold``.
+
+    Dettmers et al. (2022), "LLM.int8(): 8-bit Matrix Multiplication for Transformers at
+    Scale": a few feature dimensions carry outliers of magnitude 6 and more; those columns
+    of the activations are multiplied in floating point (with the int8 weights dequantized),
+    the rest in int8 with per-token and per-channel scales (vector-wise quantization).
+    """
+
+    threshold: float = 6.0
+
+    def __post_init__(self):
+        if not self.threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {self.threshold!r}")
+
+
+QuantConfig = WeightOnly | Int8Dynamic | Int8Static | LLMInt8
+CONFIGS = (WeightOnly, Int8Dynamic, Int8Static, LLMInt8)
 
 
 def _packed(bits: int) -> bool:
@@ -98,7 +118,8 @@ class QuantLinear(nn.Module):
     """A Linear layer whose weight is stored as integers (see the module docstring for the modes)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = "weight_only",
-                 bits: int = 8, group_size: int | None = None, symmetric: bool = True, smoothed: bool = False):
+                 bits: int = 8, group_size: int | None = None, symmetric: bool = True, smoothed: bool = False,
+                 threshold: float = 6.0):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -111,7 +132,7 @@ class QuantLinear(nn.Module):
             raise ValueError(f"{bits}-bit levels are stored two to a byte: in_features must be even, got {in_features}")
         self.in_features, self.out_features = in_features, out_features
         self.mode, self.bits, self.group_size, self.symmetric = mode, bits, group_size, symmetric
-        self.smoothed = smoothed
+        self.smoothed, self.threshold = smoothed, float(threshold)
         stored = (out_features, in_features // 2) if _packed(bits) else (out_features, in_features)
         dtype = torch.uint8 if _packed(bits) else storage_dtype(bits, symmetric)
         params = (out_features, in_features // group_size) if group_size else (out_features, 1)
@@ -147,8 +168,10 @@ class QuantLinear(nn.Module):
         elif isinstance(config, (Int8Dynamic, Int8Static)):
             mode = "dynamic" if isinstance(config, Int8Dynamic) else "static"
             module = cls(*args, mode, smoothed=smoothed)
+        elif isinstance(config, LLMInt8):
+            module = cls(*args, "llm_int8", smoothed=smoothed, threshold=config.threshold)
         else:
-            raise TypeError(f"config must be WeightOnly, Int8Dynamic or Int8Static, got {type(config).__name__}")
+            raise TypeError(f"config must be one of {[c.__name__ for c in CONFIGS]}, got {type(config).__name__}")
         module.to(linear.weight.device)
         weight = linear.weight.detach().float()
         if smoothed:
@@ -210,12 +233,12 @@ class QuantLinear(nn.Module):
     def rebuild_kwargs(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
                 "mode": self.mode, "bits": self.bits, "group_size": self.group_size, "symmetric": self.symmetric,
-                "smoothed": self.smoothed}
+                "smoothed": self.smoothed, "threshold": self.threshold}
 
     def _kernel_fits(self, x: torch.Tensor) -> bool:
         """Whether a Triton kernel computes this layer: W8A16 (8-bit per channel), W4A16 (4-bit groups), W8A8."""
         wanted = x.is_cuda if self.use_kernel is None else self.use_kernel
-        if not wanted or self.observing or x.dtype not in (torch.float16, torch.float32):
+        if not wanted or self.observing or x.dtype not in (torch.float16, torch.float32) or self.mode == "llm_int8":
             return False
         if self.mode != "weight_only":
             return True
@@ -236,7 +259,11 @@ class QuantLinear(nn.Module):
                 y = w4a16_matmul(x, self.qweight, self.scale, self.zero_point, self.group_size)
             return y if bias is None else y + bias
         x2 = x.reshape(-1, self.in_features)
-        if self.mode == "dynamic":
+        outliers = None
+        if self.mode == "llm_int8":
+            outliers = (x2.abs() >= self.threshold).any(dim=0)  # feature columns with an outlier in some token
+            x_q, x_scale = quantize_per_token(x2.masked_fill(outliers[None, :], 0))
+        elif self.mode == "dynamic":
             x_q, x_scale = quantize_per_token(x2)
         else:
             x_scale = self.input_scale.expand(x2.shape[0]).contiguous()
@@ -245,6 +272,9 @@ class QuantLinear(nn.Module):
             y = w8a8_matmul(x_q, x_scale, self.qweight, self.scale.reshape(-1))
         else:
             y = int8_matmul(x_q, self.qweight).float() * x_scale[:, None] * self.scale.reshape(1, -1)
+        if outliers is not None and outliers.any():  # the outlier columns in floating point
+            w_out = self.qweight[:, outliers].float() * self.scale.reshape(-1, 1)
+            y = y + x2[:, outliers].float() @ w_out.T
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
@@ -274,8 +304,8 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None 
     that cannot take it (a group size that does not divide its width, say) leaves the
     model untouched.
     """
-    if not isinstance(config, (WeightOnly, Int8Dynamic, Int8Static)):
-        raise TypeError(f"config must be WeightOnly, Int8Dynamic or Int8Static, got {type(config).__name__}")
+    if not isinstance(config, CONFIGS):
+        raise TypeError(f"config must be one of {[c.__name__ for c in CONFIGS]}, got {type(config).__name__}")
     picked = [(fqn, m) for fqn, m in matching_modules(model, filter_fn) if isinstance(m, nn.Linear)]
     if not picked:
         raise ValueError("the model has no nn.Linear layer that filter_fn picks: nothing to quantize")

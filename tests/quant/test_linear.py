@@ -10,6 +10,7 @@ from shrinklib.quant import choose_qparams, dequantize, fake_quantize, quantize,
 from shrinklib.quant.linear import (
     Int8Dynamic,
     Int8Static,
+    LLMInt8,
     QuantLinear,
     WeightOnly,
     calibrate_,
@@ -67,6 +68,24 @@ def test_dynamic_int8_agrees_with_torch_ao_dynamic_quantization():
     exact = lin(x).detach()
     assert sqnr(exact, ours) > 35 and sqnr(exact, theirs) > 30
     assert sqnr(theirs, ours) > 30
+
+
+def test_llm_int8_multiplies_outlier_features_in_float():
+    lin, x = linear(), inputs(20, 96)
+    x[:, [5, 60]] *= 30  # two outlier features, beyond the threshold of 6 in most tokens
+    exact = lin(x).detach()
+    decomposed = QuantLinear.from_float(lin, LLMInt8(6.0))
+    plain = QuantLinear.from_float(lin, Int8Dynamic())
+    assert sqnr(exact, decomposed(x).detach()) > sqnr(exact, plain(x).detach()) + 10
+    # written out: int8 for the regular columns, float for the outlier ones, one int8 weight for both
+    outliers = (x.abs() >= 6).any(0)
+    x_q, x_scale = quantize_per_token(x.masked_fill(outliers, 0))
+    w = decomposed.qweight.float() * decomposed.scale
+    expected = (x_q.long() @ decomposed.qweight.long().T).float() * x_scale[:, None] * decomposed.scale.T \
+        + x[:, outliers] @ w[:, outliers].T + lin.bias
+    assert torch.allclose(decomposed(x), expected, atol=1e-4)
+    never = QuantLinear.from_float(lin, LLMInt8(1e9))  # no feature reaches the threshold: dynamic int8
+    assert torch.equal(never(x), plain(x))
 
 
 @pytest.mark.parametrize("config", [WeightOnly(8), WeightOnly(4, 32, False), WeightOnly(4, 48, True), Int8Dynamic(),
@@ -132,7 +151,7 @@ def test_quantize_swaps_the_body_not_the_head_and_round_trips(tmp_path):
 
 def test_bad_input():
     model = zoo.tiny_bert(vocab_size=50)
-    with pytest.raises(TypeError, match="config must be WeightOnly, Int8Dynamic or Int8Static"):
+    with pytest.raises(TypeError, match="config must be one of \\['WeightOnly', 'Int8Dynamic', 'Int8Static', 'LLMInt8'\\]"):
         quantize_(model, "int8")
     with pytest.raises(ValueError, match="group_size=24 does not divide in_features=32"):
         quantize_(model, WeightOnly(4, 24))
@@ -141,6 +160,8 @@ def test_bad_input():
         WeightOnly(16)
     with pytest.raises(ValueError, match="method must be one of"):
         Int8Static("max")
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        LLMInt8(0)
     with pytest.raises(ValueError, match="no nn.Linear layer that filter_fn picks"):
         quantize_(model, WeightOnly(8), filter_fn=lambda m, fqn: False)
     with pytest.raises(ValueError, match="no static QuantLinear layer"):
