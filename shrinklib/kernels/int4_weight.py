@@ -16,7 +16,8 @@ GPTQ (Frantar et al., 2023) and AWQ (Lin et al., 2024) checkpoints, up to the ni
 The kernel loads a ``(BLOCK_N, BLOCK_K/2)`` tile of bytes, splits each into its two
 nibbles and interleaves them back into the ``(BLOCK_N, BLOCK_K)`` tile of levels, gathers
 each column's group scale and zero point (so any even ``group_size`` works, smaller or
-larger than ``BLOCK_K``, and ``K`` need not be a multiple of ``BLOCK_K``), dequantizes in
+larger than ``BLOCK_K``; ``K`` need not be a multiple of ``BLOCK_K`` nor of ``group_size``, whose
+last group in a row is then shorter), dequantizes in
 registers and multiplies with ``tl.dot``, accumulating in fp32.
 :func:`w4a16_matmul_ref` is the definition of the right answer.
 """
@@ -67,17 +68,15 @@ def _check_weight(packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.T
     n, k = packed.shape[0], 2 * packed.shape[1]
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2 or group_size % 2:
         raise ValueError(f"group_size must be a positive even integer (a group is whole bytes), got {group_size!r}")
-    if k % group_size:
-        raise ValueError(f"group_size={group_size} does not divide K ({k})")
-    groups = (n, k // group_size)
+    groups = (n, -(-k // group_size))  # the last group of a row is shorter when group_size does not divide K
     if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:
-        raise TypeError(f"scale must be a float32 tensor (N, K/group_size), got {_dtype_name(scale)}")
+        raise TypeError(f"scale must be a float32 tensor (N, ceil(K/group_size)), got {_dtype_name(scale)}")
     if scale.shape != groups:
-        raise ValueError(f"scale must have shape (N, K/group_size) = {groups}, got {tuple(scale.shape)}")
+        raise ValueError(f"scale must have shape (N, ceil(K/group_size)) = {groups}, got {tuple(scale.shape)}")
     if not isinstance(zero_point, torch.Tensor) or zero_point.dtype not in _INT_DTYPES:
-        raise TypeError(f"zero_point must be an integer tensor (N, K/group_size), got {_dtype_name(zero_point)}")
+        raise TypeError(f"zero_point must be an integer tensor (N, ceil(K/group_size)), got {_dtype_name(zero_point)}")
     if zero_point.shape != groups:
-        raise ValueError(f"zero_point must have shape (N, K/group_size) = {groups}, got {tuple(zero_point.shape)}")
+        raise ValueError(f"zero_point must have shape (N, ceil(K/group_size)) = {groups}, got {tuple(zero_point.shape)}")
 
 
 def w4a16_matmul_ref(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
@@ -87,8 +86,9 @@ def w4a16_matmul_ref(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor,
     if x.shape[-1] != 2 * packed.shape[1]:
         raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, packed {tuple(packed.shape)} (K = 2 * K/2)")
     q = unpack_int4(packed).float()
-    zp = zero_point.float().repeat_interleave(group_size, dim=1)
-    w = (q - zp) * scale.repeat_interleave(group_size, dim=1)
+    k = q.shape[1]
+    zp = zero_point.float().repeat_interleave(group_size, dim=1)[:, :k]
+    w = (q - zp) * scale.repeat_interleave(group_size, dim=1)[:, :k]
     return (x.float() @ w.T).to(x.dtype)
 
 

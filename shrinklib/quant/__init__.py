@@ -32,6 +32,7 @@ from shrinklib.quant.primitives import (
     fake_quantize,
     fake_quantize_weight,
     group_view,
+    num_groups,
     qparams_from_range,
     qrange,
     quantize,
@@ -42,7 +43,7 @@ from shrinklib.quant.smoothquant import smoothing_factors, smoothquant_
 from shrinklib.quant.ranges import RANGE_METHODS, calibrate_range, entropy_range, minmax_range, mse_range, percentile_range
 
 __all__ = [
-    "ROUNDINGS", "choose_qparams", "dequantize", "fake_quantize", "fake_quantize_weight", "group_view", "qparams_from_range", "qrange",
+    "ROUNDINGS", "choose_qparams", "dequantize", "fake_quantize", "fake_quantize_weight", "group_view", "num_groups", "qparams_from_range", "qrange",
     "quantize", "sqnr", "storage_dtype",
     "awq_", "awq_search", "smoothing_factors", "smoothquant_", "gptq_", "gptq_quantize", "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "LLMInt8", "QuantLinear", "WeightOnly",
     "calibrate_", "quant_layers", "quantize_", "quantize_per_token",

@@ -25,7 +25,7 @@ from torch import nn
 from shrinklib.prune.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.prune.magnitude import prunable_weights
 from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
-from shrinklib.quant.primitives import check_bits, choose_qparams, dequantize, group_view, quantize
+from shrinklib.quant.primitives import check_bits, check_group_size, choose_qparams, dequantize, quantize
 from shrinklib.utils import FilterFn, replace_modules_
 
 
@@ -36,7 +36,7 @@ def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, gr
     """``(levels, scale, zero_point)`` of ``weight (out, in)`` quantized by GPTQ given ``gram = X^T X``.
 
     ``levels`` (int16, on the grid of ``bits``/``symmetric``) with ``scale``/``zero_point``
-    of shape ``(out, 1)`` (per channel) or ``(out, in // group_size)``, as
+    of shape ``(out, 1)`` (per channel) or ``(out, ceil(in / group_size))``, as
     :func:`~shrinklib.quant.primitives.choose_qparams` gives them. With groups, the block
     size is rounded to a multiple of ``group_size`` so that no group straddles two blocks.
     """
@@ -48,7 +48,7 @@ def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, gr
     if blocksize < 1:
         raise ValueError(f"blocksize must be >= 1, got {blocksize}")
     if group_size is not None:
-        group_view(weight, group_size)  # validates that the groups divide the row
+        check_group_size(group_size)
         blocksize = group_size * max(1, blocksize // group_size)
     W = weight.detach().to(torch.float64).clone()
     Hinv, dead = inverse_hessian_cholesky(gram.to(W.device), percdamp)

@@ -38,6 +38,8 @@ from shrinklib.kernels.int8_int8 import quantize_per_token, w8a8_matmul
 from shrinklib.kernels.int8_weight import w8a16_matmul
 from shrinklib.quant.primitives import (
     check_bits,
+    check_group_size,
+    num_groups,
     choose_qparams,
     dequantize,
     qparams_from_range,
@@ -62,9 +64,8 @@ class WeightOnly:
 
     def __post_init__(self):
         check_bits(self.bits)
-        if self.group_size is not None and (isinstance(self.group_size, bool) or not isinstance(self.group_size, int)
-                                            or self.group_size < 1):
-            raise ValueError(f"group_size must be a positive integer or None, got {self.group_size!r}")
+        if self.group_size is not None:
+            check_group_size(self.group_size)
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,8 @@ class QuantLinear(nn.Module):
         check_bits(bits)
         if mode != "weight_only" and (bits != 8 or group_size is not None or not symmetric):
             raise ValueError(f"mode {mode!r} computes int8 x int8: it needs bits=8, symmetric, per channel")
-        if group_size is not None and in_features % group_size:
-            raise ValueError(f"group_size={group_size} does not divide in_features={in_features}")
+        if group_size is not None:
+            check_group_size(group_size)
         if _packed(bits) and in_features % 2:
             raise ValueError(f"{bits}-bit levels are stored two to a byte: in_features must be even, got {in_features}")
         self.in_features, self.out_features = in_features, out_features
@@ -135,7 +136,7 @@ class QuantLinear(nn.Module):
         self.smoothed, self.threshold = smoothed, float(threshold)
         stored = (out_features, in_features // 2) if _packed(bits) else (out_features, in_features)
         dtype = torch.uint8 if _packed(bits) else storage_dtype(bits, symmetric)
-        params = (out_features, in_features // group_size) if group_size else (out_features, 1)
+        params = (out_features, num_groups(in_features, group_size)) if group_size else (out_features, 1)
         self.register_buffer("qweight", torch.zeros(stored, dtype=dtype))
         self.register_buffer("scale", torch.ones(params))
         self.register_buffer("zero_point", torch.zeros(params, dtype=torch.int32))
@@ -291,8 +292,6 @@ def check_layers_fit(modules: dict[str, nn.Linear], config: QuantConfig) -> None
     if not isinstance(config, WeightOnly):
         return
     for fqn, m in modules.items():
-        if config.group_size and m.in_features % config.group_size:
-            raise ValueError(f"group_size={config.group_size} does not divide in_features={m.in_features} of {fqn}")
         if _packed(config.bits) and m.in_features % 2:
             raise ValueError(f"{config.bits}-bit levels are stored two to a byte; {fqn} has odd in_features")
 
@@ -301,7 +300,7 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None 
     """Swap the picked ``nn.Linear`` layers (default: the body's, not the head) for :class:`QuantLinear`.
 
     Every picked layer is checked against ``config`` before any is changed, so a layer
-    that cannot take it (a group size that does not divide its width, say) leaves the
+    that cannot take it (an odd width for levels packed two to a byte, say) leaves the
     model untouched.
     """
     if not isinstance(config, CONFIGS):

@@ -67,13 +67,36 @@ def _check_tensor(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} holds inf or nan; a quantization range needs finite values")
 
 
-def group_view(x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """``x (..., K)`` seen as ``(..., K // group_size, group_size)``: the groups of each row."""
+def check_group_size(group_size: int) -> int:
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
-    if x.ndim == 0 or x.shape[-1] % group_size:
-        raise ValueError(f"group_size={group_size} does not divide the last dimension of shape {tuple(x.shape)}")
+    return group_size
+
+
+def num_groups(width: int, group_size: int) -> int:
+    """Groups of ``group_size`` in a row of ``width``: the last one may be shorter."""
+    return -(-width // check_group_size(group_size))
+
+
+def group_view(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``x (..., K)`` seen as ``(..., ceil(K / group_size), group_size)``: the groups of each row.
+
+    When ``group_size`` does not divide ``K``, the last group is shorter and the view pads
+    it with zeros. A zero never moves a min-max range (which always holds 0), and
+    :func:`ungroup` drops the padding again.
+    """
+    check_group_size(group_size)
+    if x.ndim == 0:
+        raise ValueError("a group view needs at least one dimension")
+    pad = num_groups(x.shape[-1], group_size) * group_size - x.shape[-1]
+    if pad:
+        x = torch.nn.functional.pad(x, (0, pad))
     return x.reshape(*x.shape[:-1], x.shape[-1] // group_size, group_size)
+
+
+def ungroup(view: torch.Tensor, width: int) -> torch.Tensor:
+    """The inverse of :func:`group_view`: rows of ``width`` again, padding dropped."""
+    return view.flatten(-2)[..., :width]
 
 
 def _reduce_dims(x: torch.Tensor, axis: int | None) -> tuple[int, ...]:
@@ -110,7 +133,8 @@ def choose_qparams(x: torch.Tensor, bits: int = 8, symmetric: bool = True, *, ax
     * ``axis=k``: one per slice along dimension ``k``, shaped to broadcast against ``x``
       (``(out, 1)`` for a weight with ``axis=0``);
     * ``group_size=g``: one per ``g`` consecutive elements of the last dimension, shaped
-      ``(..., K // g)``; pass the same ``group_size`` to :func:`quantize`.
+      ``(..., ceil(K / g))`` (the last group is shorter when ``g`` does not divide ``K``);
+      pass the same ``group_size`` to :func:`quantize`.
 
     Other ranges than min-max come from :mod:`shrinklib.quant.ranges` and
     :func:`qparams_from_range`.
@@ -149,6 +173,7 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bit
     view = x.float() if group_size is None else group_view(x.float(), group_size)
     scale, zero_point = _expand(scale.float(), group_size), _expand(zero_point, group_size)
     q = (_round(view / scale, rounding, generator) + zero_point).clamp(qmin, qmax)
+    q = q if group_size is None else ungroup(q, x.shape[-1])
     return q.reshape(x.shape).to(storage_dtype(bits, symmetric))
 
 
@@ -157,6 +182,7 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, *
     """``(q - zero_point) * scale``, in ``dtype``."""
     view = q.to(torch.float32) if group_size is None else group_view(q.to(torch.float32), group_size)
     out = (view - _expand(zero_point, group_size).float()) * _expand(scale.float(), group_size)
+    out = out if group_size is None else ungroup(out, q.shape[-1])
     return out.reshape(q.shape).to(dtype)
 
 
@@ -181,7 +207,8 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     with torch.no_grad():
         view = x.float() if group_size is None else group_view(x.float(), group_size)
         unclamped = torch.round(view / _expand(scale.float(), group_size)) + _expand(zero_point, group_size)
-        inside = ((unclamped >= qmin) & (unclamped <= qmax)).reshape(x.shape).to(x.dtype)
+        inside = (unclamped >= qmin) & (unclamped <= qmax)
+        inside = (inside if group_size is None else ungroup(inside, x.shape[-1])).reshape(x.shape).to(x.dtype)
     return out + (x - x.detach()) * inside
 
 

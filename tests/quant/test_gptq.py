@@ -24,7 +24,8 @@ def rtn(W, bits, group_size, symmetric):
     return fake_quantize_weight(W.float(), bits, symmetric, group_size=group_size).double()
 
 
-@pytest.mark.parametrize("bits, group_size, symmetric", [(4, 16, False), (3, None, True), (4, 32, True)])
+@pytest.mark.parametrize("bits, group_size, symmetric", [(4, 16, False), (3, None, True), (4, 32, True),
+                                                          (4, 24, False)])  # 64 = 24 + 24 + 16
 def test_gptq_reconstructs_the_layer_output_better_than_rounding(bits, group_size, symmetric):
     X, W = problem()
     levels, scale, zero_point = gptq_quantize(W, X.T @ X, bits, group_size=group_size, symmetric=symmetric,
@@ -63,15 +64,11 @@ def test_bad_input():
     X, W = problem()
     with pytest.raises(ValueError, match="gram must be \\(64, 64\\)"):
         gptq_quantize(W, torch.eye(3), 4)
-    with pytest.raises(ValueError, match="group_size=24 does not divide"):
-        gptq_quantize(W, X.T @ X, 4, group_size=24)
+    with pytest.raises(ValueError, match="group_size must be a positive integer"):
+        gptq_quantize(W, X.T @ X, 4, group_size=0)
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
         gptq_quantize(W, X.T @ X, 1)
     with pytest.raises(TypeError, match="config must be a WeightOnly"):
         gptq_(zoo.tiny_llama(), [], "int4")
-    model = zoo.tiny_llama()
-    with pytest.raises(ValueError, match="group_size=20 does not divide in_features=32"):
-        gptq_(model, [{"input_ids": torch.zeros(1, 4, dtype=torch.long)}], WeightOnly(4, 20))
-    assert not quant_layers(model)
     with pytest.raises(ValueError, match="no calibration batch"):
         gptq_(zoo.tiny_llama(), [], WeightOnly(4, 16))

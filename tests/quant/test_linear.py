@@ -37,7 +37,8 @@ def test_weight_only_int8_per_channel_is_the_fake_quantized_layer():
     assert torch.allclose(q(x), x @ w_hat.T + lin.bias, atol=1e-5)
 
 
-@pytest.mark.parametrize("bits, group, symmetric", [(4, 32, False), (4, 48, True), (3, None, True), (2, 16, False)])
+@pytest.mark.parametrize("bits, group, symmetric", [(4, 32, False), (4, 48, True), (3, None, True), (2, 16, False),
+                                                   (4, 40, False)])  # 96 = 40 + 40 + 16
 def test_low_bit_levels_are_packed_two_to_a_byte_and_dequantize_exactly(bits, group, symmetric):
     lin = linear()
     q = QuantLinear.from_float(lin, WeightOnly(bits, group, symmetric))
@@ -88,8 +89,9 @@ def test_llm_int8_multiplies_outlier_features_in_float():
     assert torch.equal(never(x), plain(x))
 
 
-@pytest.mark.parametrize("config", [WeightOnly(8), WeightOnly(4, 32, False), WeightOnly(4, 48, True), Int8Dynamic(),
-                                    Int8Static()], ids=["w8", "w4-affine", "w4-symmetric", "dynamic", "static"])
+@pytest.mark.parametrize("config", [WeightOnly(8), WeightOnly(4, 32, False), WeightOnly(4, 48, True),
+                                    WeightOnly(4, 40, False), Int8Dynamic(), Int8Static()],
+                         ids=["w8", "w4-affine", "w4-symmetric", "w4-ragged-groups", "dynamic", "static"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_triton_kernel_path_matches_the_torch_path(config, dtype):
     """``use_kernel=True`` runs the Triton kernels (under the interpreter on a CPU) instead of torch."""
@@ -153,9 +155,12 @@ def test_bad_input():
     model = zoo.tiny_bert(vocab_size=50)
     with pytest.raises(TypeError, match="config must be one of \\['WeightOnly', 'Int8Dynamic', 'Int8Static', 'LLMInt8'\\]"):
         quantize_(model, "int8")
-    with pytest.raises(ValueError, match="group_size=24 does not divide in_features=32"):
-        quantize_(model, WeightOnly(4, 24))
-    assert not quant_layers(model)  # refused before any layer changed
+    odd = nn.Sequential(nn.Linear(8, 7), nn.Linear(7, 3))
+    with pytest.raises(ValueError, match="4-bit levels are stored two to a byte; 1 has odd in_features"):
+        quantize_(odd, WeightOnly(4), filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
+    assert not quant_layers(odd)  # refused before any layer changed
+    with pytest.raises(ValueError, match="group_size must be a positive integer"):
+        WeightOnly(4, 0)
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
         WeightOnly(16)
     with pytest.raises(ValueError, match="method must be one of"):

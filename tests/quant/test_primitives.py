@@ -87,6 +87,20 @@ def test_per_group_equals_quantizing_each_group_alone():
             assert torch.allclose(x_hat[row, g * group:(g + 1) * group], dequantize(quantize(chunk, s, z, 4, False), s, z))
 
 
+def test_groups_that_do_not_divide_the_row_end_with_a_shorter_group():
+    x, group = randn(5, 100, seed=3), 32  # groups of 32, 32, 32 and 4
+    scale, zero_point = choose_qparams(x, 4, symmetric=False, group_size=group)
+    assert scale.shape == (5, 4)
+    q = quantize(x, scale, zero_point, 4, symmetric=False, group_size=group)
+    assert q.shape == x.shape
+    last = x[:, 96:]
+    s, z = choose_qparams(last, 4, symmetric=False, axis=0)
+    assert torch.allclose(scale[:, 3:], s) and torch.equal(q[:, 96:], quantize(last, s, z, 4, symmetric=False))
+    x_grad = x.clone().requires_grad_(True)
+    fake_quantize(x_grad, scale, zero_point, 4, False, group_size=group).sum().backward()
+    assert x_grad.grad.shape == x.shape
+
+
 def test_fake_quantize_forward_and_straight_through_gradient_match_torch():
     x = (randn(19, 23) * 3).requires_grad_(True)
     scale, zero_point = torch.tensor(0.02), torch.tensor(128, dtype=torch.int32)  # clamps the tails
@@ -133,8 +147,6 @@ def test_bad_input():
     for bits in (1, 9, 4.0, True):
         with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
             choose_qparams(x, bits)
-    with pytest.raises(ValueError, match="group_size=4 does not divide the last dimension of shape \\(4, 6\\)"):
-        choose_qparams(x, 4, group_size=4)
     with pytest.raises(ValueError, match="group_size must be a positive integer"):
         choose_qparams(x, 4, group_size=0)
     with pytest.raises(ValueError, match="give axis or group_size, not both"):

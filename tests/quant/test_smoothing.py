@@ -100,9 +100,5 @@ def test_bad_input():
         awq_(zoo.tiny_llama(), _batches(), Int8Dynamic())
     with pytest.raises(ValueError, match="needs input statistics with the Gram matrix"):
         awq_search(lin.weight, InputStats(torch.ones(64), None, 10), WeightOnly(4, 16))
-    model = zoo.tiny_llama()
-    with pytest.raises(ValueError, match="group_size=20 does not divide"):
-        awq_(model, _batches(), WeightOnly(4, 20))
-    assert not quant_layers(model)
     with pytest.raises(ValueError, match="no calibration batch"):
         smoothquant_(zoo.tiny_llama(), [])
