@@ -44,7 +44,7 @@ test: prepare
 	$(PYTHON) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-cell-timeout=900 tests $(NOTEBOOKS)
 
 ## results: rerun the benchmarks that write results/*.csv (the GPU ones only where CUDA is).
-GPU_BENCHMARKS = benchmarks/sparse_kernels.py
+GPU_BENCHMARKS = benchmarks/sparse_kernels.py benchmarks/quant_kernels.py
 results: prepare
 	@for script in $(filter-out $(GPU_BENCHMARKS),$(wildcard benchmarks/*.py)); do \
 		echo "== $$script"; $(PYTHON) $$script || exit 1; done

@@ -9,10 +9,13 @@
 * :mod:`~shrinklib.quant.gptq` - GPTQ, weight quantization with second-order error compensation.
 * :mod:`~shrinklib.quant.awq` - AWQ, activation-aware scaling before weight quantization.
 * :mod:`~shrinklib.quant.smoothquant` - SmoothQuant, outliers moved from activations into weights for W8A8.
+* :mod:`~shrinklib.quant.clustering` - weight sharing: k-means quantization (Deep Compression) and
+  product quantization of embedding tables.
 * :mod:`~shrinklib.quant.qat` - quantization-aware training: Q8BERT-style 8-bit, LSQ, ternary, binary.
 """
 from shrinklib.quant.awq import awq_, awq_search
 from shrinklib.quant.gptq import gptq_, gptq_quantize
+from shrinklib.quant.clustering import ClusteredLinear, PQEmbedding, cluster_, kmeans, pq_embeddings_
 from shrinklib.quant.embedding import QuantEmbedding, quantize_embeddings_
 from shrinklib.quant.linear import (
     MODES,
@@ -47,7 +50,7 @@ from shrinklib.quant.ranges import RANGE_METHODS, calibrate_range, entropy_range
 __all__ = [
     "ROUNDINGS", "choose_qparams", "dequantize", "fake_quantize", "fake_quantize_weight", "group_view", "num_groups", "qparams_from_range", "qrange",
     "quantize", "sqnr", "storage_dtype",
-    "QATConfig", "QATLinear", "convert_qat_", "qat_", "qat_layers", "awq_", "awq_search", "smoothing_factors", "smoothquant_", "gptq_", "gptq_quantize", "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "LLMInt8", "QuantLinear", "WeightOnly",
+    "ClusteredLinear", "PQEmbedding", "cluster_", "kmeans", "pq_embeddings_", "QATConfig", "QATLinear", "convert_qat_", "qat_", "qat_layers", "awq_", "awq_search", "smoothing_factors", "smoothquant_", "gptq_", "gptq_quantize", "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "LLMInt8", "QuantLinear", "WeightOnly",
     "calibrate_", "quant_layers", "quantize_", "quantize_per_token",
     "RANGE_METHODS", "calibrate_range", "entropy_range", "minmax_range", "mse_range", "percentile_range",
 ]

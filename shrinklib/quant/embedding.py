@@ -75,6 +75,18 @@ class QuantEmbedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}"
 
 
+def check_untied(model: nn.Module, tables: dict[str, nn.Embedding]) -> None:
+    """Refuse a table whose weight another module shares (an LM head tied to it): quantizing would untie them."""
+    users: dict[int, int] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            users[id(param)] = users.get(id(param), 0) + 1
+    for fqn, m in tables.items():
+        if users[id(m.weight)] > 1:
+            raise ValueError(f"{fqn}'s weight is shared with another module (tied embeddings); leave it out "
+                             "with filter_fn")
+
+
 def quantize_embeddings_(model: nn.Module, bits: int = 8, filter_fn: FilterFn | None = None) -> nn.Module:
     """Swap the picked ``nn.Embedding`` tables (default: all) for :class:`QuantEmbedding`.
 
@@ -86,14 +98,8 @@ def quantize_embeddings_(model: nn.Module, bits: int = 8, filter_fn: FilterFn | 
               if isinstance(m, nn.Embedding)]
     if not picked:
         raise ValueError("the model has no nn.Embedding that filter_fn picks: nothing to quantize")
-    users: dict[int, int] = {}
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
-            users[id(param)] = users.get(id(param), 0) + 1
+    check_untied(model, dict(picked))
     for fqn, m in picked:
-        if users[id(m.weight)] > 1:
-            raise ValueError(f"{fqn}'s weight is shared with another module (tied embeddings); leave it out "
-                             "with filter_fn")
         if bits <= 4 and m.embedding_dim % 2:
             raise ValueError(f"{bits}-bit levels are stored two to a byte; {fqn} has an odd embedding_dim")
     names = {fqn for fqn, _ in picked}
