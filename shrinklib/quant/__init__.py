@@ -11,6 +11,7 @@
 * :mod:`~shrinklib.quant.smoothquant` - SmoothQuant, outliers moved from activations into weights for W8A8.
 * :mod:`~shrinklib.quant.clustering` - weight sharing: k-means quantization (Deep Compression) and
   product quantization of embedding tables.
+* :mod:`~shrinklib.quant.mixed_precision` - Hessian-aware bit allocation (Hutchinson traces, Q-BERT / HAWQ).
 * :mod:`~shrinklib.quant.qat` - quantization-aware training: Q8BERT-style 8-bit, LSQ, ternary, binary.
 """
 from shrinklib.quant.awq import awq_, awq_search
@@ -43,6 +44,7 @@ from shrinklib.quant.primitives import (
     sqnr,
     storage_dtype,
 )
+from shrinklib.quant.mixed_precision import allocate_bits, hessian_traces, quantize_mixed_
 from shrinklib.quant.qat import QATConfig, QATLinear, convert_qat_, qat_, qat_layers
 from shrinklib.quant.smoothquant import smoothing_factors, smoothquant_
 from shrinklib.quant.ranges import RANGE_METHODS, calibrate_range, entropy_range, minmax_range, mse_range, percentile_range

@@ -1,0 +1,121 @@
+"""Mixed precision: more bits where the loss is sensitive, fewer where it is flat.
+
+Q-BERT (Shen et al., 2020, "Q-BERT: Hessian Based Ultra Low Precision Quantization of
+BERT") ranks layers by the curvature of the loss in their weights: where the Hessian is
+large, a small perturbation (the rounding error) raises the loss a lot. For a layer with
+weights ``W`` rounded to ``W + dW``, the second-order increase of the loss is about
+``1/2 dW^T H dW``; with the Hessian's average diagonal ``Tr(H) / n`` in place of ``H``,
+the cost of ``b`` bits is ``Omega_l(b) = Tr(H_l) / n_l * ||Q_b(W_l) - W_l||^2`` (the
+HAWQ-v2 criterion, Dong et al., 2020; Q-BERT uses the top eigenvalue where this uses
+the trace).
+
+The trace comes from Hutchinson's estimator: for random ``v`` with entries ``+-1``,
+``E[v^T H v] = Tr(H)``, and ``H v`` is one more backward pass through the gradient
+(:func:`hessian_traces`). :func:`allocate_bits` then picks a bit width per layer that
+minimizes the total cost under an average-bits budget, by a greedy walk that always
+takes the cheapest step down in bits, and :func:`quantize_mixed_` applies it.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
+from shrinklib.quant.primitives import check_bits, fake_quantize_weight
+from shrinklib.utils import FilterFn, matching_modules, replace_modules_
+
+
+def _loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    out = model(**batch)
+    if getattr(out, "loss", None) is None:
+        raise ValueError("the model returned no loss: the batches need labels")
+    return out.loss
+
+
+def hessian_traces(model: nn.Module, batches: Iterable[dict], filter_fn: FilterFn | None = None, *, samples: int = 8,
+                   seed: int = 0, loss_fn: Callable[[nn.Module, dict], torch.Tensor] = _loss) -> dict[str, float]:
+    """Hutchinson estimates of ``Tr(H)`` of the loss in each picked Linear's weight, averaged over batches.
+
+    ``samples`` random ``+-1`` vectors per batch; ``loss_fn(model, batch)`` defaults to the
+    model's own loss (batches with labels). The model runs in eval mode (no dropout).
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples!r}")
+    layers = {fqn: m for fqn, m in matching_modules(model, filter_fn) if isinstance(m, nn.Linear)}
+    if not layers:
+        raise ValueError("the model has no nn.Linear layer that filter_fn picks")
+    params = [m.weight for m in layers.values()]
+    totals = {fqn: 0.0 for fqn in layers}
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    seen = 0
+    try:
+        for batch in batches:
+            with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no second derivative
+                grads = torch.autograd.grad(loss_fn(model, batch), params, create_graph=True)
+            for _ in range(samples):
+                vs = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p) for p in params]
+                hvs = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
+                for fqn, v, hv in zip(layers, vs, hvs):
+                    totals[fqn] += float((v * hv).sum()) / samples
+            seen += 1
+    finally:
+        model.train(was_training)
+    if not seen:
+        raise ValueError("no calibration batch: the batches were empty")
+    return {fqn: total / seen for fqn, total in totals.items()}
+
+
+def allocate_bits(traces: dict[str, float], weights: dict[str, torch.Tensor], average_bits: float,
+                  choices: tuple[int, ...] = (2, 3, 4, 8), group_size: int | None = 128) -> dict[str, int]:
+    """Bits per layer with a parameter-weighted average of at most ``average_bits``.
+
+    Every layer starts at the largest choice; while the average is above the budget, the
+    layer whose next step down adds the least cost ``Omega`` per bit saved steps down.
+    """
+    choices = tuple(sorted(set(choices)))
+    for b in choices:
+        check_bits(b)
+    if set(traces) != set(weights):
+        raise ValueError("traces and weights must name the same layers")
+    if not choices[0] <= average_bits:
+        raise ValueError(f"average_bits={average_bits} is below the smallest choice {choices[0]}")
+    sizes = {fqn: w.numel() for fqn, w in weights.items()}
+    total = sum(sizes.values())
+
+    def cost(fqn: str, bits: int) -> float:
+        w = weights[fqn].detach().float()
+        error = (fake_quantize_weight(w, bits, False, group_size=group_size) - w).pow(2).sum()
+        return max(traces[fqn], 0.0) / w.numel() * float(error)
+
+    costs = {(fqn, b): cost(fqn, b) for fqn in weights for b in choices}
+    level = {fqn: len(choices) - 1 for fqn in weights}
+
+    def average() -> float:
+        return sum(choices[level[f]] * sizes[f] for f in weights) / total
+
+    while average() > average_bits + 1e-9:
+        steps = [((costs[(f, choices[level[f] - 1])] - costs[(f, choices[level[f]])])
+                  / ((choices[level[f]] - choices[level[f] - 1]) * sizes[f]), f) for f in weights if level[f] > 0]
+        _, fqn = min(steps)
+        level[fqn] -= 1
+    return {fqn: choices[level[fqn]] for fqn in weights}
+
+
+def quantize_mixed_(model: nn.Module, bits: dict[str, int], group_size: int | None = 128,
+                    symmetric: bool = False) -> nn.Module:
+    """Quantize each named Linear weight-only at its own bit width (from :func:`allocate_bits`)."""
+    modules = dict(model.named_modules())
+    missing = sorted(set(bits) - set(modules))
+    if missing:
+        raise ValueError(f"no such layers in the model: {missing}")
+    configs = {fqn: WeightOnly(b, group_size, symmetric) for fqn, b in bits.items()}
+    for fqn, config in configs.items():
+        if not isinstance(modules[fqn], nn.Linear):
+            raise TypeError(f"{fqn} is a {type(modules[fqn]).__name__}, not an nn.Linear")
+        check_layers_fit({fqn: modules[fqn]}, config)
+    return replace_modules_(model, lambda m, fqn: fqn in configs, lambda m, fqn: QuantLinear.from_float(m, configs[fqn]))
