@@ -25,7 +25,7 @@ from torch import nn
 from shrinklib.prune.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.prune.magnitude import prunable_weights
 from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
-from shrinklib.quant.primitives import check_bits, check_group_size, choose_qparams, dequantize, quantize
+from shrinklib.quant.primitives import check_bits, check_group_size, choose_qparams, dequantize, qrange
 from shrinklib.utils import FilterFn, replace_modules_
 
 
@@ -54,6 +54,7 @@ def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, gr
     Hinv, dead = inverse_hessian_cholesky(gram.to(W.device), percdamp)
     W[:, dead] = 0
     levels = torch.zeros(rows, cols, dtype=torch.int16, device=W.device)
+    qmin, qmax = qrange(bits, symmetric)
     if group_size is None:
         scale, zero_point = choose_qparams(W.float(), bits, symmetric, axis=0)
     scales, zero_points = [], []
@@ -66,9 +67,11 @@ def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, gr
                 scale, zero_point = choose_qparams(W1[:, i:i + group_size].float(), bits, symmetric, axis=0)
                 scales.append(scale)
                 zero_points.append(zero_point)
-            q = quantize(W1[:, i:i + 1].float(), scale, zero_point, bits, symmetric)
-            levels[:, i1 + i] = q[:, 0].to(torch.int16)
-            err = (W1[:, i] - dequantize(q, scale, zero_point)[:, 0].double()) / Hinv1[i, i]
+            # quantize() of one column, inlined: this loop runs once per input feature of every layer
+            s, z = scale[:, 0], zero_point[:, 0].float()
+            q = (torch.round(W1[:, i].float() / s) + z).clamp(qmin, qmax)
+            levels[:, i1 + i] = q.to(torch.int16)
+            err = (W1[:, i] - ((q - z) * s).double()) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] @ Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
