@@ -121,5 +121,7 @@ def calibrate_range(x: torch.Tensor, method: str = "minmax", *, bits: int = 8, s
     if method == "mse":
         return mse_range(x, bits, symmetric)
     if method == "entropy":
+        if not symmetric:
+            raise ValueError("entropy calibration chooses a symmetric range [-t, t]; use symmetric=True")
         return entropy_range(x, bits)
     raise ValueError(f"method must be one of {RANGE_METHODS}, got {method!r}")

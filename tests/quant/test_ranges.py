@@ -104,5 +104,7 @@ def test_bad_input():
         entropy_range(x, bits=8, bins=64)
     with pytest.raises(ValueError, match="x is empty"):
         calibrate_range(torch.empty(0), "entropy")
+    with pytest.raises(ValueError, match="entropy calibration chooses a symmetric range"):
+        calibrate_range(x, "entropy", symmetric=False)
     with pytest.raises(ValueError, match="grid must be >= 1"):
         mse_range(x, grid=0)
