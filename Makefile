@@ -45,8 +45,9 @@ test: prepare
 
 ## results: rerun the benchmarks that write results/*.csv (the GPU ones only where CUDA is).
 GPU_BENCHMARKS = benchmarks/sparse_kernels.py benchmarks/quant_kernels.py
+BENCHMARK_HELPERS = benchmarks/kernel_timing.py
 results: prepare
-	@for script in $(filter-out $(GPU_BENCHMARKS),$(wildcard benchmarks/*.py)); do \
+	@for script in $(filter-out $(GPU_BENCHMARKS) $(BENCHMARK_HELPERS),$(wildcard benchmarks/*.py)); do \
 		echo "== $$script"; $(PYTHON) $$script || exit 1; done
 	@for script in $(GPU_BENCHMARKS); do \
 		if $(PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \

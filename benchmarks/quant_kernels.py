@@ -25,12 +25,11 @@ commit on every row). Needs a CUDA GPU:
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
+from kernel_timing import time_candidates, write_rows
 from shrinklib import measure
 from shrinklib.kernels.int4_weight import pack_int4, w4a16_matmul, w4a16_matmul_ref
 from shrinklib.kernels.int8_int8 import quantize_per_token, w8a8_matmul, w8a8_matmul_ref
@@ -47,16 +46,6 @@ TOKENS = (1, 2, 4, 8, 16, 128, 1024, 8192)
 GROUP_SIZE = 128
 DRY_SHAPES = {"tiny": (48, 128)}
 DRY_TOKENS = (1, 17)
-
-
-def _bench(fn, dry: bool) -> float:
-    if dry:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
-    import triton.testing
-
-    return float(triton.testing.do_bench(fn, return_mode="median"))
 
 
 def _int_mm(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor,
@@ -99,24 +88,9 @@ def main() -> None:
                 candidates["W8A8 torch._int_mm"] = (lambda: _int_mm(x_q, x_scale, q8, s8, dtype), w8a8_ref)
             except (RuntimeError, NotImplementedError) as err:
                 print(f"torch._int_mm unavailable for {shape_name}, M={m}: {str(err).splitlines()[0]}")
-            baseline = None
-            for kernel, (fn, expected) in candidates.items():
-                if expected is not None:
-                    got = fn()
-                    if not torch.allclose(got.float(), expected.float(), atol=0.5, rtol=2e-2):
-                        raise AssertionError(f"{kernel} gives wrong results for {shape_name}, M={m}")
-                ms = _bench(fn, dry)
-                baseline = ms if kernel == "dense matmul" else baseline
-                rows.append({"shape": shape_name, "N": n, "K": k, "M": m, "kernel": kernel, "median_ms": ms,
-                             "speedup_vs_dense": baseline / ms, "dtype": str(dtype).removeprefix("torch."), **stamp})
-                print(f"{shape_name:>18} M={m:>5} {kernel:<26} {ms:8.4f} ms  x{baseline / ms:5.2f}")
-    if dry:
-        print(f"dry run ok: {len(rows)} timings (nothing written)")
-        return
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(OUT, index=False)
-    print(f"wrote {len(rows)} rows to {OUT}")
-
+            time_candidates(candidates, rows, shape_name=shape_name, n=n, k=k, m=m, dtype=dtype, stamp=stamp,
+                            dry=dry)
+    write_rows(rows, OUT, dry)
 
 if __name__ == "__main__":
     main()

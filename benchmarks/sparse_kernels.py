@@ -20,12 +20,11 @@ date and commit on every row). Needs a CUDA GPU:
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
+from kernel_timing import time_candidates, write_rows
 from shrinklib import measure, prune
 from shrinklib.kernels.bsr import bsr_matmul, to_bsr
 from shrinklib.kernels.sparse24 import compress_24, sparse24_matmul
@@ -35,16 +34,6 @@ SHAPES = {"MiniLM-L6 FFN": (1536, 384), "BERT-base FFN": (3072, 768), "LLM 4096"
 TOKENS = (1, 16, 128, 1024, 8192)
 DRY_SHAPES = {"tiny": (64, 64)}
 DRY_TOKENS = (1, 17)
-
-
-def _bench(fn, dry: bool) -> float:
-    if dry:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
-    import triton.testing
-
-    return float(triton.testing.do_bench(fn, return_mode="median"))
 
 
 def _block_sparse(weight: torch.Tensor, sparsity: float, block: tuple[int, int]) -> torch.Tensor:
@@ -86,24 +75,9 @@ def main() -> None:
             for s, (crow, col, vals) in bsr.items():
                 ref = x @ _block_sparse(dense, s, block).T
                 candidates[f"block {int(s * 100)}% triton"] = (lambda c=crow, cl=col, v=vals: bsr_matmul(x, c, cl, v), ref)
-            baseline = None
-            for kernel, (fn, expected) in candidates.items():
-                if expected is not None:
-                    got = fn()
-                    if not torch.allclose(got.float(), expected.float(), atol=0.5, rtol=2e-2):
-                        raise AssertionError(f"{kernel} gives wrong results for {shape_name}, M={m}")
-                ms = _bench(fn, dry)
-                baseline = ms if kernel == "dense matmul" else baseline
-                rows.append({"shape": shape_name, "N": n, "K": k, "M": m, "kernel": kernel, "median_ms": ms,
-                             "speedup_vs_dense": baseline / ms, "dtype": str(dtype).removeprefix("torch."), **stamp})
-                print(f"{shape_name:>14} M={m:>5} {kernel:<26} {ms:8.4f} ms  x{baseline / ms:5.2f}")
-    if dry:
-        print(f"dry run ok: {len(rows)} timings (nothing written)")
-        return
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(OUT, index=False)
-    print(f"wrote {len(rows)} rows to {OUT}")
-
+            time_candidates(candidates, rows, shape_name=shape_name, n=n, k=k, m=m, dtype=dtype, stamp=stamp,
+                            dry=dry)
+    write_rows(rows, OUT, dry)
 
 if __name__ == "__main__":
     main()
