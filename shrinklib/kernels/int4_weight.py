@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
-from shrinklib.kernels.int8_weight import _check_blocks, _dtype_name, _precision
+from shrinklib.kernels.int8_weight import _check_activations, _dtype_name, _output_and_grid, _precision
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -131,9 +131,7 @@ def w4a16_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zer
     with ``g = group_size``. ``block_m`` defaults to the smallest power of two from 16 to
     64 that holds the rows of ``x``.
     """
-    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.float32):
-        raise TypeError(f"x must be float16 or float32, got {_dtype_name(x)} "
-                        "(bf16 is wrong under Triton's interpreter)")
+    _check_activations(x)
     _check_weight(packed, scale, zero_point, group_size)
     n, k = packed.shape[0], 2 * packed.shape[1]
     if x.ndim == 0 or x.shape[-1] != k:
@@ -141,12 +139,9 @@ def w4a16_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zer
                          "(x's last dimension must be K = 2 * K/2)")
     x2 = x.reshape(-1, k)
     m = x2.shape[0]
-    block_m = block_m if block_m is not None else min(64, max(16, triton.next_power_of_2(m)))
-    _check_blocks(block_m=block_m, block_n=block_n, block_k=block_k)
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    block_m, y, grid = _output_and_grid(m, n, x.dtype, x.device, block_m, block_n, block_k)
     if m == 0:
         return y.reshape(*x.shape[:-1], n)
-    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     _w4a16_kernel[grid](
         x2, packed, scale, zero_point, y, m, n, k,
         x2.stride(0), x2.stride(1), packed.stride(0), packed.stride(1), scale.stride(0), scale.stride(1),

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
-from shrinklib.kernels.int8_weight import _check_blocks, _dtype_name
+from shrinklib.kernels.int8_weight import _dtype_name, _output_and_grid
 
 MAX_K = 2 ** 31 // (128 * 128) - 1  # the int32 accumulator cannot overflow up to this K
 OUT_DTYPES = (torch.float32, torch.float16)
@@ -127,12 +127,9 @@ def w8a8_matmul(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_s
     x2 = x_q.reshape(-1, k)
     xs = x_scale.reshape(-1)
     m = x2.shape[0]
-    block_m = block_m if block_m is not None else min(64, max(16, triton.next_power_of_2(m)))
-    _check_blocks(block_m=block_m, block_n=block_n, block_k=block_k)
-    y = torch.empty(m, n, dtype=out_dtype, device=x_q.device)
+    block_m, y, grid = _output_and_grid(m, n, out_dtype, x_q.device, block_m, block_n, block_k)
     if m == 0:
         return y.reshape(*x_q.shape[:-1], n)
-    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     _w8a8_kernel[grid](
         x2, xs, w_q, w_scale, y, m, n, k,
         x2.stride(0), x2.stride(1), xs.stride(0), w_q.stride(0), w_q.stride(1), w_scale.stride(0),

@@ -86,6 +86,21 @@ def _check_blocks(**blocks: int) -> None:
             raise ValueError(f"{name} must be a power of two >= 16 (tl.dot's smallest tile), got {value!r}")
 
 
+def _check_activations(x) -> None:
+    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.float32):
+        raise TypeError(f"x must be float16 or float32, got {_dtype_name(x)} (bf16 is wrong under Triton's interpreter)")
+
+
+def _output_and_grid(m: int, n: int, dtype: torch.dtype, device, block_m: int | None, block_n: int,
+                     block_k: int) -> tuple[int, torch.Tensor, tuple[int, int]]:
+    """``(block_m, y, grid)`` shared by the quantized-matmul launchers: ``block_m`` defaults to the
+    smallest power of two from 16 to 64 that holds the ``m`` rows; ``y`` is the empty ``(m, n)`` output."""
+    block_m = block_m if block_m is not None else min(64, max(16, triton.next_power_of_2(m)))
+    _check_blocks(block_m=block_m, block_n=block_n, block_k=block_k)
+    y = torch.empty(m, n, dtype=dtype, device=device)
+    return block_m, y, (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
+
+
 def w8a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *,
                  block_m: int | None = None, block_n: int = 64, block_k: int = 64) -> torch.Tensor:
     """``x @ (qweight * scale[:, None]).T`` for ``x`` of shape ``(..., K)``; the result has ``x``'s dtype.
@@ -93,10 +108,7 @@ def w8a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *,
     ``qweight`` is int8 ``(N, K)``, ``scale`` fp32 ``(N,)``. ``block_m`` defaults to the
     smallest power of two from 16 to 64 that holds the rows of ``x``.
     """
-    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.float32):
-        raise TypeError(f"x must be float16 or float32, got "
-                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__} "
-                        "(bf16 is wrong under Triton's interpreter)")
+    _check_activations(x)
     _check_weight(qweight, scale)
     n, k = qweight.shape
     if x.ndim == 0 or x.shape[-1] != k:
@@ -104,12 +116,9 @@ def w8a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *,
                          "(x's last dimension must be K)")
     x2 = x.reshape(-1, k)
     m = x2.shape[0]
-    block_m = block_m if block_m is not None else min(64, max(16, triton.next_power_of_2(m)))
-    _check_blocks(block_m=block_m, block_n=block_n, block_k=block_k)
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    block_m, y, grid = _output_and_grid(m, n, x.dtype, x.device, block_m, block_n, block_k)
     if m == 0:
         return y.reshape(*x.shape[:-1], n)
-    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     _w8a16_kernel[grid](
         x2, qweight, scale, y, m, n, k,
         x2.stride(0), x2.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), y.stride(0), y.stride(1),
