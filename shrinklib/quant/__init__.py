@@ -3,6 +3,7 @@
 * :mod:`~shrinklib.quant.primitives` - uniform affine and symmetric quantization per tensor,
   channel or group; nearest and stochastic rounding; SQNR.
 * :mod:`~shrinklib.quant.ranges` - calibration of the range: min-max, percentile, MSE, entropy.
+* :mod:`~shrinklib.quant.clipping` - clipping search for weight grids (GPTQ's and AWQ's).
 * :mod:`~shrinklib.quant.linear` - :class:`QuantLinear` and :func:`quantize_`: weight-only
   (2-8 bits), dynamic int8 and static int8 (W8A8, with :func:`calibrate_`).
 * :mod:`~shrinklib.quant.embedding` - int8 / int4 embedding tables, one scale per row.
@@ -14,7 +15,8 @@
 * :mod:`~shrinklib.quant.mixed_precision` - Hessian-aware bit allocation (Hutchinson traces, Q-BERT / HAWQ).
 * :mod:`~shrinklib.quant.qat` - quantization-aware training: Q8BERT-style 8-bit, LSQ, ternary, binary.
 """
-from shrinklib.quant.awq import awq_, awq_search
+from shrinklib.quant.awq import awq_, awq_clip, awq_search
+from shrinklib.quant.clipping import search_clip
 from shrinklib.quant.gptq import gptq_, gptq_quantize
 from shrinklib.quant.clustering import ClusteredLinear, PQEmbedding, cluster_, kmeans, pq_embeddings_
 from shrinklib.quant.embedding import QuantEmbedding, quantize_embeddings_
@@ -52,7 +54,7 @@ from shrinklib.quant.ranges import RANGE_METHODS, calibrate_range, entropy_range
 __all__ = [
     "ROUNDINGS", "choose_qparams", "dequantize", "fake_quantize", "fake_quantize_weight", "group_view", "num_groups", "qparams_from_range", "qrange",
     "quantize", "sqnr", "storage_dtype",
-    "ClusteredLinear", "PQEmbedding", "cluster_", "kmeans", "pq_embeddings_", "QATConfig", "QATLinear", "convert_qat_", "qat_", "qat_layers", "awq_", "awq_search", "smoothing_factors", "smoothquant_", "gptq_", "gptq_quantize", "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "LLMInt8", "QuantLinear", "WeightOnly",
+    "ClusteredLinear", "PQEmbedding", "cluster_", "kmeans", "pq_embeddings_", "QATConfig", "QATLinear", "convert_qat_", "qat_", "qat_layers", "awq_", "awq_clip", "awq_search", "search_clip", "smoothing_factors", "smoothquant_", "gptq_", "gptq_quantize", "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "LLMInt8", "QuantLinear", "WeightOnly",
     "calibrate_", "quant_layers", "quantize_", "quantize_per_token",
     "RANGE_METHODS", "calibrate_range", "entropy_range", "minmax_range", "mse_range", "percentile_range",
 ]

@@ -14,7 +14,10 @@ The output error ``||(W_hat - W) X^T||^2 = tr((W_hat - W) H (W_hat - W)^T)`` is 
 exactly from the Gram matrix ``H = X^T X``, without keeping ``X``. Differences from the
 paper's code: the search is per layer (the paper shares one ``s`` between the layers that
 read the same input, since it folds ``1/s`` into the norm before them), the ``1/s`` stays
-in the layer as a multiply, and the paper's extra search of clipping ranges is left out.
+in the layer as a multiply. ``clip=True`` adds the paper's second step: with ``s`` fixed,
+each group's range of ``W diag(s)`` is shrunk where that lowers the output error
+(:func:`~shrinklib.quant.clipping.search_clip` with the Gram matrix of the scaled inputs,
+``H / (s s^T)``).
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from torch import nn
 
 from shrinklib.prune.calibration import InputStats, input_statistics
 from shrinklib.prune.magnitude import prunable_weights
+from shrinklib.quant.clipping import search_clip
 from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
-from shrinklib.quant.primitives import fake_quantize_weight
+from shrinklib.quant.primitives import fake_quantize_weight, quantize
 from shrinklib.utils import FilterFn, replace_modules_
 
 
@@ -59,10 +63,26 @@ def awq_search(weight: torch.Tensor, stats: InputStats, config: WeightOnly,
     return best[0], best[1], errors
 
 
+@torch.no_grad()
+def awq_clip(weight: torch.Tensor, s: torch.Tensor, gram: torch.Tensor, config: WeightOnly, *, grid: int = 20,
+             max_shrink: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(levels, scale, zero_point)`` of ``W diag(s)`` with every group's range searched for the least output error.
+
+    The inputs the scaled weight meets are ``x / s``, so their Gram matrix is ``H / (s s^T)``.
+    """
+    s64 = s.detach().double().to(gram.device)
+    scaled = weight.detach().float() * s.detach().float()[None, :]
+    scale, zero_point = search_clip(scaled, config.bits, config.symmetric, group_size=config.group_size,
+                                    gram=gram.double() / (s64[:, None] * s64[None, :]), grid=grid, max_shrink=max_shrink)
+    return quantize(scaled, scale, zero_point, config.bits, config.symmetric, group_size=config.group_size), scale, zero_point
+
+
 def awq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = WeightOnly(4, 128, symmetric=False), *,
-         grid: int = 20, filter_fn: FilterFn | None = None, max_batches: int | None = None) -> nn.Module:
+         grid: int = 20, clip: bool = False, filter_fn: FilterFn | None = None,
+         max_batches: int | None = None) -> nn.Module:
     """Quantize every picked Linear (default: the body's, not the head) weight-only with AWQ's scaling.
 
+    ``clip=True`` also searches each group's clipping range (see the module's text).
     Every picked layer is checked against ``config`` before any is changed.
     """
     if not isinstance(config, WeightOnly):
@@ -71,5 +91,11 @@ def awq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = WeightO
     check_layers_fit(modules, config)
     stats = input_statistics(model, batches, modules, gram=True, max_batches=max_batches)
     factors = {fqn: awq_search(m.weight, stats[fqn], config, grid)[0] for fqn, m in modules.items()}
-    return replace_modules_(model, lambda m, fqn: fqn in factors,
-                            lambda m, fqn: QuantLinear.from_float(m, config, smoothing=factors[fqn]))
+
+    def to_quant_linear(module: nn.Linear, fqn: str) -> QuantLinear:
+        layer = QuantLinear.from_float(module, config, smoothing=factors[fqn])
+        if clip:
+            layer.set_quantized(*awq_clip(module.weight, factors[fqn], stats[fqn].gram, config))
+        return layer
+
+    return replace_modules_(model, lambda m, fqn: fqn in factors, to_quant_linear)

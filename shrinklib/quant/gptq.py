@@ -24,6 +24,7 @@ from torch import nn
 
 from shrinklib.prune.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.prune.magnitude import prunable_weights
+from shrinklib.quant.clipping import search_clip
 from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
 from shrinklib.quant.primitives import check_bits, check_group_size, choose_qparams, dequantize, qrange
 from shrinklib.utils import FilterFn, replace_modules_
@@ -31,14 +32,21 @@ from shrinklib.utils import FilterFn, replace_modules_
 
 @torch.no_grad()
 def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, group_size: int | None = None,
-                  symmetric: bool = False, blocksize: int = 128,
-                  percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  symmetric: bool = False, blocksize: int = 128, percdamp: float = 0.01,
+                  act_order: bool = False, clip: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(levels, scale, zero_point)`` of ``weight (out, in)`` quantized by GPTQ given ``gram = X^T X``.
 
     ``levels`` (int16, on the grid of ``bits``/``symmetric``) with ``scale``/``zero_point``
     of shape ``(out, 1)`` (per channel) or ``(out, ceil(in / group_size))``, as
     :func:`~shrinklib.quant.primitives.choose_qparams` gives them. With groups, the block
     size is rounded to a multiple of ``group_size`` so that no group straddles two blocks.
+
+    Two options of the paper's code: ``act_order`` quantizes the columns in order of
+    decreasing ``H_ii`` (the inputs with the most energy first, while the most columns are
+    left to absorb their error); with groups, every group's grid is then fixed from the
+    weights before the first update (its "static groups"), since a group's columns are
+    no longer reached together. ``clip`` picks each grid by
+    :func:`~shrinklib.quant.clipping.search_clip` (least ``|w - q|^2.4``) instead of min-max.
     """
     check_bits(bits)
     rows, cols = weight.shape
@@ -51,45 +59,66 @@ def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, gr
         check_group_size(group_size)
         blocksize = group_size * max(1, blocksize // group_size)
     W = weight.detach().to(torch.float64).clone()
-    Hinv, dead = inverse_hessian_cholesky(gram.to(W.device), percdamp)
+    H = gram.to(W.device)
+    order = torch.argsort(torch.diag(H), descending=True, stable=True) if act_order \
+        else torch.arange(cols, device=W.device)
+    if act_order:
+        W, H = W[:, order], H[order][:, order]
+    Hinv, dead = inverse_hessian_cholesky(H, percdamp)
     W[:, dead] = 0
     levels = torch.zeros(rows, cols, dtype=torch.int16, device=W.device)
     qmin, qmax = qrange(bits, symmetric)
-    if group_size is None:
-        scale, zero_point = choose_qparams(W.float(), bits, symmetric, axis=0)
+
+    def grid_of(w: torch.Tensor, groups: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if clip:
+            return search_clip(w.float(), bits, symmetric, group_size=groups)
+        return choose_qparams(w.float(), bits, symmetric, **({"group_size": groups} if groups else {"axis": 0}))
+
+    static = group_size is None or act_order  # every grid known before the first column
+    if static:  # per channel, or act_order's static groups: from the weights in their own column order
+        unpermuted = torch.empty_like(W)
+        unpermuted[:, order] = W
+        scale, zero_point = grid_of(unpermuted, group_size)
+        group_of = order // group_size if group_size is not None else torch.zeros_like(order)
     scales, zero_points = [], []
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):
-            if group_size is not None and (i1 + i) % group_size == 0:
-                scale, zero_point = choose_qparams(W1[:, i:i + group_size].float(), bits, symmetric, axis=0)
-                scales.append(scale)
-                zero_points.append(zero_point)
+            if static:
+                g = int(group_of[i1 + i])
+                s, z = scale[:, g], zero_point[:, g].float()
+            else:
+                if (i1 + i) % group_size == 0:  # a group's grid from its weights as updated so far
+                    scales_g, zeros_g = grid_of(W1[:, i:i + group_size])
+                    scales.append(scales_g)
+                    zero_points.append(zeros_g)
+                s, z = scales[-1][:, 0], zero_points[-1][:, 0].float()
             # quantize() of one column, inlined: this loop runs once per input feature of every layer
-            s, z = scale[:, 0], zero_point[:, 0].float()
             q = (torch.round(W1[:, i].float() / s) + z).clamp(qmin, qmax)
-            levels[:, i1 + i] = q.to(torch.int16)
+            levels[:, int(order[i1 + i])] = q.to(torch.int16)
             err = (W1[:, i] - ((q - z) * s).double()) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] @ Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-    if group_size is not None:
+    if not static:
         scale, zero_point = torch.cat(scales, dim=1), torch.cat(zero_points, dim=1)
     return levels, scale, zero_point
 
 
 def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = WeightOnly(4, 128, symmetric=False), *,
           blocksize: int = 128, percdamp: float = 0.01, filter_fn: FilterFn | None = None,
-          max_batches: int | None = None, sequential: bool = False) -> nn.Module:
+          max_batches: int | None = None, sequential: bool = False, act_order: bool = False,
+          clip: bool = False) -> nn.Module:
     """Quantize every picked Linear of ``model`` (default: the body's, not the head) with GPTQ.
 
     ``config`` gives the bits, groups and grid; the layers become
     :class:`~shrinklib.quant.linear.QuantLinear` holding GPTQ's levels. ``sequential=True``
     calibrates one transformer layer at a time on the outputs of the layers already
     quantized, as the paper's code does; ``False`` reads every layer's Gram matrix from
-    the float model in one pass. Every picked layer is checked before any is changed.
+    the float model in one pass. ``act_order`` and ``clip`` are :func:`gptq_quantize`'s.
+    Every picked layer is checked before any is changed.
     """
     if not isinstance(config, WeightOnly):
         raise TypeError(f"GPTQ quantizes weights only: config must be a WeightOnly, got {type(config).__name__}")
@@ -101,7 +130,8 @@ def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = Weight
         for fqn, s in stats.items():
             levels, scale, zero_point = gptq_quantize(modules[fqn].weight, s.gram, config.bits,
                                                       group_size=config.group_size, symmetric=config.symmetric,
-                                                      blocksize=blocksize, percdamp=percdamp)
+                                                      blocksize=blocksize, percdamp=percdamp,
+                                                      act_order=act_order, clip=clip)
             quantized[fqn] = (levels, scale, zero_point)
             # the float layer computes with the quantized weight from now on (what the next layers see)
             modules[fqn].weight.data.copy_(dequantize(levels, scale, zero_point, group_size=config.group_size)

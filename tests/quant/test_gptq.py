@@ -3,7 +3,8 @@ import torch
 
 import shrinklib
 from shrinklib import zoo
-from shrinklib.quant import QuantLinear, WeightOnly, dequantize, fake_quantize_weight, quant_layers
+from shrinklib.quant import QuantLinear, WeightOnly, choose_qparams, dequantize, fake_quantize_weight, quant_layers, quantize
+from shrinklib.quant.clipping import search_clip
 from shrinklib.quant.gptq import gptq_, gptq_quantize
 
 
@@ -41,6 +42,33 @@ def test_with_uncorrelated_unit_inputs_gptq_is_round_to_nearest():
     _, W = problem()
     levels, scale, zero_point = gptq_quantize(W, torch.eye(64, dtype=torch.float64), 4, group_size=16, percdamp=0.0)
     assert torch.equal(dequantize(levels, scale, zero_point, group_size=16).double(), rtn(W, 4, 16, False))
+
+
+@pytest.mark.parametrize("group_size", [None, 16, 24])
+def test_act_order_and_clipping_lower_the_error_further(group_size):
+    X, W = problem(seed=1)
+    errors = {}
+    for act_order in (False, True):
+        for clip in (False, True):
+            q = gptq_quantize(W, X.T @ X, 3, group_size=group_size, act_order=act_order, clip=clip, blocksize=24)
+            errors[act_order, clip] = output_error(X, W, dequantize(*q, group_size=group_size).double())
+    assert errors[True, False] < errors[False, False]
+    assert errors[True, True] < errors[False, False]
+    assert errors[False, True] < errors[False, False]
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_with_uncorrelated_inputs_act_order_is_round_to_nearest_on_static_groups(clip):
+    """A diagonal H in any order: nothing to compensate, and the groups keep their columns."""
+    _, W = problem()
+    loud = torch.diag(torch.logspace(2, -2, 64, dtype=torch.float64)[torch.randperm(64)])  # a real permutation
+    levels, scale, zero_point = gptq_quantize(W, loud, 4, group_size=24, percdamp=0.0, act_order=True, clip=clip)
+    if clip:
+        expected_scale, expected_zero = search_clip(W.float(), 4, False, group_size=24)
+    else:
+        expected_scale, expected_zero = choose_qparams(W.float(), 4, False, group_size=24)
+    assert torch.equal(scale, expected_scale) and torch.equal(zero_point, expected_zero)
+    assert torch.equal(levels.int(), quantize(W.float(), scale, zero_point, 4, False, group_size=24).int())
 
 
 @pytest.mark.parametrize("sequential", [False, True])

@@ -7,7 +7,7 @@ import shrinklib
 from shrinklib import zoo
 from shrinklib.prune.calibration import InputStats
 from shrinklib.quant import Int8Dynamic, Int8Static, QuantLinear, WeightOnly, fake_quantize_weight, quant_layers, sqnr
-from shrinklib.quant.awq import awq_, awq_search, output_error
+from shrinklib.quant.awq import awq_, awq_clip, awq_search, output_error
 from shrinklib.quant.smoothquant import smoothing_factors, smoothquant_
 
 
@@ -64,16 +64,31 @@ def test_awq_search_never_loses_to_rounding_and_wins_on_salient_channels():
     assert output_error(lin.weight, w_eff, stats.gram) == pytest.approx(errors[alpha], rel=1e-4)
 
 
+@pytest.mark.parametrize("group_size", [16, 24, None])  # 64 = 24 + 24 + 16: a ragged last group
+def test_awq_clipping_lowers_the_output_error_of_the_scaled_weight(group_size):
+    lin, x = linear(), outlier_inputs(loud=(3, 17, 40), factor=8.0)
+    stats, config = stats_of(x), WeightOnly(3, group_size, symmetric=False)
+    s = awq_search(lin.weight, stats, config, grid=10)[0]
+    unclipped = QuantLinear.from_float(lin, config, smoothing=s)
+    clipped = QuantLinear.from_float(lin, config, smoothing=s)
+    clipped.set_quantized(*awq_clip(lin.weight, s, stats.gram, config))
+
+    def error(q):
+        return output_error(lin.weight, q.dequantized_weight() * q.input_multiplier[None, :], stats.gram)
+
+    assert error(clipped) < 0.95 * error(unclipped)
+
+
 def _batches():
     blocks = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
     return [{"input_ids": blocks[i:i + 4]} for i in range(0, 8, 4)]
 
 
-@pytest.mark.parametrize("method", ["smoothquant_dynamic", "smoothquant_static", "awq"])
+@pytest.mark.parametrize("method", ["smoothquant_dynamic", "smoothquant_static", "awq", "awq_clip"])
 def test_on_a_decoder_layers_are_smoothed_and_round_trip(method, tmp_path):
     model, reference = zoo.tiny_llama(), zoo.tiny_llama()
-    if method == "awq":
-        awq_(model, _batches(), WeightOnly(4, 16), grid=5)
+    if method.startswith("awq"):
+        awq_(model, _batches(), WeightOnly(4, 16), grid=5, clip=method == "awq_clip")
     else:
         smoothquant_(model, iter(_batches()) if method.endswith("dynamic") else _batches(),
                      Int8Dynamic() if method.endswith("dynamic") else Int8Static())
