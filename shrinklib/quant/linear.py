@@ -271,13 +271,15 @@ class QuantLinear(nn.Module):
             x_q = torch.round(x2.float() / self.input_scale).clamp(-128, 127).to(torch.int8)
         if kernel:
             y = w8a8_matmul(x_q, x_scale, self.qweight, self.scale.reshape(-1))
-        else:
-            y = int8_matmul(x_q, self.qweight).float() * x_scale[:, None] * self.scale.reshape(1, -1)
+            if self.bias is not None:
+                y = y + self.bias
+        else:  # two passes over the int32 product: to float with the token scales, then channel scales + bias
+            y = int8_matmul(x_q, self.qweight) * x_scale[:, None]
+            w_scale = self.scale.reshape(-1)
+            y = torch.addcmul(self.bias, y, w_scale) if self.bias is not None else y.mul_(w_scale)
         if outliers is not None and outliers.any():  # the outlier columns in floating point
             w_out = self.qweight[:, outliers].float() * self.scale.reshape(-1, 1)
             y = y + x2[:, outliers].float() @ w_out.T
-        if self.bias is not None:
-            y = y + self.bias
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
