@@ -45,7 +45,7 @@ test: prepare
 
 ## results: rerun the benchmarks that write results/*.csv (the GPU ones only where CUDA is).
 GPU_BENCHMARKS = benchmarks/sparse_kernels.py benchmarks/quant_kernels.py
-BENCHMARK_HELPERS = benchmarks/kernel_timing.py
+BENCHMARK_HELPERS = benchmarks/kernel_timing.py benchmarks/results_csv.py
 results: prepare
 	@for script in $(filter-out $(GPU_BENCHMARKS) $(BENCHMARK_HELPERS),$(wildcard benchmarks/*.py)); do \
 		echo "== $$script"; $(PYTHON) $$script || exit 1; done

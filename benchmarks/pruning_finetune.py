@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from shrinklib import data, measure, prune, zoo
-from shrinklib.distill import logit_distillation
-from shrinklib.train import TrainConfig, fit
-from shrinklib.utils import encoder_linears, seed_everything
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_csv import upsert  # noqa: E402
+
+from shrinklib import data, measure, prune, zoo  # noqa: E402
+from shrinklib.distill import logit_distillation  # noqa: E402
+from shrinklib.train import TrainConfig, fit  # noqa: E402
+from shrinklib.utils import encoder_linears, seed_everything  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "pruning_finetune.csv"
 EXPERIMENTS = ("teacher", "movement", "magnitude", "nm24", "structured")
@@ -195,14 +198,8 @@ def main() -> None:
             schedule = {"dense_fraction": args.dense_fraction, "ramp_end": args.ramp_end} if start == "pre-trained" else {}
             new += [{**r, "start": start, "epochs": args.epochs, "lr": lr, "temperature": args.temperature, **schedule}
                     for r in runners[experiment](args, teacher, tokenizer, splits)]
-    frame = pd.DataFrame([{**r, **stamp} for r in new])
-    if args.out.exists():
-        old = pd.read_csv(args.out)
-        replaced = old.set_index(KEY).index.isin(frame.set_index(KEY).index)
-        frame = pd.concat([old[~replaced], frame], ignore_index=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out, index=False)
-    print(f"wrote {len(new)} new rows to {args.out} ({len(frame)} in all)")
+    total = upsert(args.out, [{**r, **stamp} for r in new], KEY)
+    print(f"wrote {len(new)} new rows to {args.out} ({total} in all)")
 
 
 if __name__ == "__main__":
