@@ -48,7 +48,7 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))
     # |x / scale| <= 127 up to one rounding of the division, so round() already lands in
     # -127..127 and the clamp of quantize() would be a pass over x that changes nothing
-    x_q = torch.round(xf / scale[..., None]).to(torch.int8)
+    x_q = (xf / scale[..., None]).round_().to(torch.int8)
     return x_q, scale
 
 

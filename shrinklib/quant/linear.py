@@ -273,10 +273,10 @@ class QuantLinear(nn.Module):
             y = w8a8_matmul(x_q, x_scale, self.qweight, self.scale.reshape(-1))
             if self.bias is not None:
                 y = y + self.bias
-        else:  # two passes over the int32 product: to float with the token scales, then channel scales + bias
-            y = int8_matmul(x_q, self.qweight) * x_scale[:, None]
+        else:  # one new float tensor, rescaled in place: fresh (M, N) buffers cost more than the arithmetic
+            y = int8_matmul(x_q, self.qweight).float().mul_(x_scale[:, None])
             w_scale = self.scale.reshape(-1)
-            y = torch.addcmul(self.bias, y, w_scale) if self.bias is not None else y.mul_(w_scale)
+            y = y.mul_(w_scale) if self.bias is None else y.mul_(w_scale).add_(self.bias)
         if outliers is not None and outliers.any():  # the outlier columns in floating point
             w_out = self.qweight[:, outliers].float() * self.scale.reshape(-1, 1)
             y = y + x2[:, outliers].float() @ w_out.T
