@@ -1,7 +1,10 @@
 """Counting parameters: in all, by component, and the nonzero ones (sparsity).
 
 * :func:`count_parameters` - every parameter once (tied weights, such as an LM head
-  sharing the embedding matrix, count once): ``sum(p.numel() for p in model.parameters())``.
+  sharing the embedding matrix, count once): ``sum(p.numel() for p in model.parameters())``,
+  plus the weights that compressed layers keep in buffers instead of parameters
+  (quantized, clustered and 2:4-packed layers, see :func:`stored_weight`), so that a
+  compressed model has as many parameters as the model it came from.
 * :func:`parameters_by_component` - the same total broken down by
   :func:`~shrinklib.measure.components.component_of`.
 * :func:`nonzeros` / :func:`sparsity` - over the *weights* of the modules a ``filter_fn``
@@ -54,6 +57,21 @@ def module_weights(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return list(found.items())
 
 
+def stored_weight(module: nn.Module) -> torch.Tensor | None:
+    """The dense weight a compressed layer keeps in buffers, not parameters; ``None`` for other modules.
+
+    Quantized and clustered layers (``dequantized_weight()``) and 2:4-packed layers
+    (``dense_weight()``) store integers, codes or packed values; the weight they stand for
+    is still one parameter per entry.
+    """
+    for method in ("dequantized_weight", "dense_weight"):
+        fn = getattr(module, method, None)
+        if callable(fn):
+            with torch.no_grad():
+                return fn()
+    return None
+
+
 def _count_nonzero(tensor: torch.Tensor) -> int:
     if tensor.layout != torch.strided:
         tensor = tensor.to_dense()
@@ -63,7 +81,8 @@ def _count_nonzero(tensor: torch.Tensor) -> int:
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters, each shared (tied) tensor once."""
     _check_model(model)
-    return sum(p.numel() for p in model.parameters())
+    stored = (stored_weight(m) for m in model.modules())
+    return sum(p.numel() for p in model.parameters()) + sum(w.numel() for w in stored if w is not None)
 
 
 def parameters_by_component(model: nn.Module) -> dict[str, int]:
@@ -81,6 +100,9 @@ def parameters_by_component(model: nn.Module) -> dict[str, int]:
                 continue
             seen.add(id(param))
             out[component_of(fqn, module)] += param.numel()
+        stored = stored_weight(module)
+        if stored is not None:
+            out[component_of(fqn, module)] += stored.numel()
     return out
 
 
@@ -127,4 +149,7 @@ def nonzero_parameters(model: nn.Module) -> int:
                 continue
             seen.add(id(param))
             total += _count_nonzero(_effective(module, name)[1])
+        stored = stored_weight(module)
+        if stored is not None:
+            total += _count_nonzero(stored)
     return total

@@ -109,6 +109,10 @@ class ClusteredLinear(nn.Module):
         """The shared-value weight ``codebook[indices]`` (differentiable in the codebook)."""
         return self.codebook[_load(self.indices, self.bits)]
 
+    def dequantized_weight(self) -> torch.Tensor:
+        """The weight the codes stand for, as the other quantized layers name it."""
+        return self.weight()
+
     def rebuild_kwargs(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
                 "bits": self.bits}

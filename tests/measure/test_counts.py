@@ -90,3 +90,34 @@ def test_bad_input(bert):
         count_parameters("bert")
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         parameters_by_component(None)
+
+
+def test_compressed_layers_count_the_weights_they_stand_for(bert):
+    """Quantized, clustered and 2:4-packed layers keep their weights in buffers: still parameters."""
+    import copy
+
+    from shrinklib import prune as shrink_prune
+    from shrinklib import quant
+
+    dense = count_parameters(bert)
+    for compress in (lambda m: quant.quantize_(m, quant.Int8Dynamic()),
+                     lambda m: quant.quantize_embeddings_(quant.quantize_(m, quant.WeightOnly(6, 16))),
+                     lambda m: quant.cluster_(m, bits=5),
+                     lambda m: quant.pq_embeddings_(m, subvectors=4, centroids=8)):
+        model = compress(copy.deepcopy(bert))
+        codebooks = sum(m.codebook.numel() for m in model.modules() if isinstance(m, quant.ClusteredLinear))
+        assert count_parameters(model) == dense + codebooks  # a clustered layer's shared values are trained
+        assert sum(parameters_by_component(model).values()) == dense + codebooks
+    pruned = copy.deepcopy(bert)
+
+    def fits_24(module, fqn):
+        return isinstance(module, nn.Linear) and module.in_features % 4 == 0
+
+    for _, layer in matching_modules(pruned, fits_24):
+        w = layer.weight.data
+        keep = w.abs().reshape(-1, 4).topk(2, dim=1).indices
+        mask = torch.zeros_like(w).reshape(-1, 4).scatter_(1, keep, 1.0).reshape(w.shape)
+        w.mul_(mask)
+    before = nonzero_parameters(pruned)
+    shrink_prune.sparsify_24_(pruned, fits_24)
+    assert count_parameters(pruned) == dense and nonzero_parameters(pruned) == before
