@@ -329,7 +329,8 @@ def calibrate_(model: nn.Module, batches: Iterable[dict], config: Int8Static | N
 
     The range of each layer's inputs comes from ``config.method`` (default: the config
     :func:`quantize_` was called with); min and max are tracked exactly, the other
-    methods see up to a million values of each layer's input, sampled evenly. While they
+    methods see up to a million values of each layer's input, whole tokens sampled evenly
+    (so that every feature, outlier features included, is in the sample). While they
     are read, the layers compute with float activations (and their integer weights), so no
     layer's range is distorted by the not yet calibrated layers before it.
     """
@@ -343,13 +344,15 @@ def calibrate_(model: nn.Module, batches: Iterable[dict], config: Int8Static | N
     extremes: dict[QuantLinear, torch.Tensor] = {}
 
     def hook(module, args):
-        x = module.prepared_input(args[0].detach()).float().flatten()
+        tokens = module.prepared_input(args[0].detach()).float().reshape(-1, module.in_features)
+        x = tokens.flatten()
         low_high = torch.stack([x.min(), x.max()])
         old = extremes.get(module)
         extremes[module] = low_high if old is None else torch.stack([old[0].minimum(low_high[0]),
                                                                      old[1].maximum(low_high[1])])
-        if config.method != "minmax":
-            seen[module].append(x[:: max(1, x.numel() // (CALIBRATION_SAMPLES // 8))])
+        if config.method != "minmax":  # whole tokens, every feature of each: a stride over the flat values
+            wanted = max(1, (CALIBRATION_SAMPLES // 8) // module.in_features)  # could skip features entirely
+            seen[module].append(tokens[:: -(-tokens.shape[0] // wanted)].flatten())
 
     handles = [m.register_forward_pre_hook(hook) for m in layers]
     for module in layers:

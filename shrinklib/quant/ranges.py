@@ -24,13 +24,14 @@ import torch
 from shrinklib.quant.primitives import _check_tensor, fake_quantize, qparams_from_range, qrange
 
 RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
-MAX_SAMPLES = 1 << 22  # torch.quantile refuses larger inputs; a strided sample estimates the tails well
+MAX_SAMPLES = 1 << 22  # torch.quantile refuses larger inputs; a random sample estimates the tails well
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
     flat = x.detach().float().flatten()
-    if flat.numel() > MAX_SAMPLES:
-        flat = flat[:: -(-flat.numel() // MAX_SAMPLES)]
+    if flat.numel() > MAX_SAMPLES:  # a seeded random sample: a stride could fall on some columns only
+        picked = torch.randint(flat.numel(), (MAX_SAMPLES,), generator=torch.Generator().manual_seed(0))
+        flat = flat[picked.to(flat.device)]
     return flat
 
 

@@ -106,6 +106,25 @@ def test_triton_kernel_path_matches_the_torch_path(config, dtype):
     assert torch.allclose(kernel_path.float(), torch_path.float(), atol=1e-4 if dtype == torch.float32 else 2e-2)
 
 
+class _OneLayer(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.body = nn.Linear(width, 8)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("method", ["percentile", "mse"])
+def test_calibration_samples_every_feature_of_a_wide_input(method):
+    """An outlier feature in every token must reach the range search (a flat stride of 12 would miss it)."""
+    x = torch.randn(4096, 384, generator=torch.Generator().manual_seed(0))
+    x[:, 5] = 100.0  # 1 value in 384 is an outlier: far more than the 0.01% that percentile 99.99 clips
+    model = quantize_(_OneLayer(384), Int8Static(method))
+    calibrate_(model, [{"x": x}])
+    assert float(model.body.input_scale) * 127 > 50
+
+
 @pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
 def test_static_calibration_sets_each_layer_input_scale(method):
     model = zoo.tiny_bert(vocab_size=50)
