@@ -26,6 +26,8 @@ sees the smaller weights.
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -113,6 +115,33 @@ def _packed(bits: int) -> bool:
 def int8_matmul(x_q: torch.Tensor, w_q: torch.Tensor) -> torch.Tensor:
     """Exact ``int32`` product ``x_q @ w_q.T`` of 2-D int8 matrices (``torch._int_mm`` on the CPU)."""
     return torch._int_mm(x_q, w_q.t())
+
+
+class _LastTokenQuantization(threading.local):
+    """The per-token int8 quantization of the last input, reused while that same tensor comes back.
+
+    Q, K and V (and a gated MLP's gate and up projections) read one hidden-state tensor;
+    quantizing it once instead of three times removes two of the elementwise passes that,
+    next to ``torch._int_mm``, take most of the CPU time of the dynamic int8 path. The
+    cache holds only a weak reference, so a freed tensor never matches, and a tensor
+    changed in place is caught by its version counter. Inference tensors have no version
+    counter: under ``torch.inference_mode`` an input overwritten in place between two
+    layers that read it would be missed (no transformer block does that).
+    """
+
+    def __init__(self):
+        self.source, self.version, self.result = None, None, None
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        version = None if x.is_inference() else x._version
+        if self.source is not None and self.source() is x and self.version == version:
+            return self.result
+        self.result = quantize_per_token(x.reshape(-1, x.shape[-1]))
+        self.source, self.version = weakref.ref(x), version
+        return self.result
+
+
+_last_token_quantization = _LastTokenQuantization()
 
 
 class QuantLinear(nn.Module):
@@ -265,7 +294,7 @@ class QuantLinear(nn.Module):
             outliers = (x2.abs() >= self.threshold).any(dim=0)  # feature columns with an outlier in some token
             x_q, x_scale = quantize_per_token(x2.masked_fill(outliers[None, :], 0))
         elif self.mode == "dynamic":
-            x_q, x_scale = quantize_per_token(x2)
+            x_q, x_scale = _last_token_quantization(x)
         else:
             x_scale = self.input_scale.expand(x2.shape[0]).contiguous()
             x_q = torch.round(x2.float() / self.input_scale).clamp(-128, 127).to(torch.int8)

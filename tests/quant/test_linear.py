@@ -61,6 +61,33 @@ def test_dynamic_int8_matches_the_integer_arithmetic_written_out():
     assert sqnr(lin(x).detach(), q(x).detach()) > 35
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_layers_reading_one_input_quantize_it_once(monkeypatch, mode):
+    import shrinklib.quant.linear as linear_module
+    calls = []
+    monkeypatch.setattr(linear_module, "quantize_per_token", lambda x: calls.append(x.shape) or quantize_per_token(x))
+    qkv = [QuantLinear.from_float(linear(seed=s), Int8Dynamic()) for s in range(3)]
+    with mode():
+        x = inputs(2, 7, 96)
+        outputs = [q(x) for q in qkv]  # Q, K and V read the same hidden states
+        assert len(calls) == 1
+        for q, y in zip(qkv, outputs):
+            x_q, x_scale = quantize_per_token(x.reshape(-1, 96))
+            expected = (x_q.long() @ q.qweight.long().T).float() * x_scale[:, None] * q.scale.reshape(1, -1) + q.bias
+            assert torch.allclose(y, expected.reshape(2, 7, 45), atol=1e-5)
+        x2 = x.clone()  # equal values, another tensor: quantized again
+        qkv[0](x2)
+        assert len(calls) == 2
+    x3 = inputs(4, 96, seed=5)
+    with torch.no_grad():
+        before = qkv[0](x3)
+        x3.mul_(2)  # changed in place: its version counter moves, so the cache must not answer
+        after = qkv[1](x3)
+    assert len(calls) == 4
+    assert torch.allclose(after, QuantLinear.from_float(linear(seed=1), Int8Dynamic())(x3.clone()).detach())
+    assert not torch.allclose(before, qkv[0](x3).detach())
+
+
 def test_dynamic_int8_agrees_with_torch_ao_dynamic_quantization():
     lin, x = linear(384, 130), inputs(16, 384)
     ours = QuantLinear.from_float(lin, Int8Dynamic())(x).detach()
