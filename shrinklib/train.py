@@ -8,7 +8,10 @@ GPU, or on many under ``accelerate launch``.
 Other chapters plug into it instead of copying it:
 
 * ``extra_losses={"kd": fn}`` adds ``fn(model, batch, outputs)`` to the task loss
-  (distillation terms, regularizers); each term is logged by name.
+  (distillation terms, regularizers); each term is logged by name. A term that is an
+  ``nn.Module`` is moved to the model's device, and its trainable parameters that are not
+  the model's (a learned projection of TinyBERT's hidden-state loss) are trained with it;
+  a teacher it holds must be frozen (``requires_grad_(False)``).
 * ``callbacks=[fn]`` calls ``fn(state)`` after every optimizer step with a
   :class:`StepState` (pruning schedules, mask re-application, logging).
 """
@@ -128,8 +131,22 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
 
 
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+def _term_parameters(model: nn.Module, extra_losses: Mapping[str, LossTerm]) -> list[tuple[str, nn.Parameter]]:
+    """Trainable parameters of the loss terms that are modules, other than the model's own."""
+    seen = {id(p) for p in model.parameters()}
+    params = []
+    for name, term in extra_losses.items():
+        if isinstance(term, nn.Module):
+            for n, p in term.named_parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    params.append((f"extra_losses.{name}.{n}", p))
+    return params
+
+
+def _optimizer(model: nn.Module, config: TrainConfig, extra: Sequence[tuple[str, nn.Parameter]] = ()
+               ) -> torch.optim.AdamW:
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad] + list(extra)
     if not params:
         raise ValueError("the model has no trainable parameter (every requires_grad is False)")
     groups = []
@@ -210,7 +227,11 @@ def fit(
     accelerator = _accelerator(config.mixed_precision)
     loader = _loader(train_data, tokenizer, batch_size=config.batch_size, shuffle=True,
                      seed=config.seed, max_length=config.max_length, group_by_length=config.group_by_length)
-    raw_optimizer = _optimizer(model, config)
+    for term in extra_losses.values():
+        if isinstance(term, nn.Module):
+            term.to(accelerator.device)
+    term_params = _term_parameters(model, extra_losses)
+    raw_optimizer = _optimizer(model, config, term_params)
     model, optimizer, loader = accelerator.prepare(model, raw_optimizer, loader)
     # Steps are counted per process on the prepared (sharded) loader, and the schedule is
     # driven here rather than by Accelerate's scheduler wrapper, which steps once per
@@ -257,7 +278,7 @@ def fit(
             loss = sum(terms.values())
             accelerator.backward(loss)
             if config.grad_clip is not None:
-                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                accelerator.clip_grad_norm_([*model.parameters(), *(p for _, p in term_params)], config.grad_clip)
             lr = scheduler.get_last_lr()[0]  # the rate this step used
             optimizer.step()
             scheduler.step()

@@ -56,6 +56,30 @@ def test_extra_losses_and_callbacks_plug_in():
     assert "loss_l2" in result.history[-1]
 
 
+class _ProjectedLogits(torch.nn.Module):
+    """A loss term with a parameter of its own, a frozen 'teacher' and a reference to the model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model  # the model's parameters must not be counted twice
+        self.teacher = zoo.tiny_bert(vocab_size=100, seed=5).requires_grad_(False)
+        self.projection = torch.nn.Linear(2, 2)
+
+    def forward(self, model, batch, outputs):
+        return (self.projection(outputs.logits) - 1.0).pow(2).mean()
+
+
+def test_a_loss_term_module_trains_its_own_parameters_with_the_model():
+    model = zoo.tiny_bert(vocab_size=100)
+    term = _ProjectedLogits(model)
+    before = {n: p.detach().clone() for n, p in term.named_parameters() if not n.startswith("model.")}
+    fit(model, _toy_task(64, 0), TrainConfig(max_steps=5, batch_size=8, progress=False), tokenizer=_Tok(),
+        extra_losses={"projected": term})
+    after = dict(term.named_parameters())
+    assert not torch.equal(before["projection.weight"], after["projection.weight"])
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("teacher."))
+
+
 def test_a_callback_can_hold_weights_at_zero():
     """What a pruning schedule does: re-apply a mask after each step."""
     model = zoo.tiny_bert(vocab_size=100)
