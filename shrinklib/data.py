@@ -166,7 +166,12 @@ def tokenize(dataset, tokenizer, *, max_length: int = 64, text_column: str = "te
 
 
 def collate(tokenizer):
-    """A ``collate_fn`` that pads a list of tokenized examples to the longest one."""
+    """A ``collate_fn`` that pads a list of tokenized examples to the longest one.
+
+    A ``label`` column becomes ``labels``; a ``teacher_logits`` column (a teacher's
+    predictions stored with the data, :func:`shrinklib.distill.teacher_labelled`) is
+    carried as a float tensor for the loss terms that read it.
+    """
 
     def fn(examples):
         batch = tokenizer.pad(
@@ -175,6 +180,8 @@ def collate(tokenizer):
         )
         if "label" in examples[0]:
             batch["labels"] = torch.tensor([e["label"] for e in examples])
+        if "teacher_logits" in examples[0]:
+            batch["teacher_logits"] = torch.tensor([e["teacher_logits"] for e in examples], dtype=torch.float32)
         return dict(batch)
 
     return fn

@@ -25,10 +25,16 @@ Factory = Callable[[nn.Module, str], nn.Module]
 HEAD_NAMES = ("classifier", "pooler", "lm_head", "score", "qa_outputs")
 
 
-def seed_everything(seed: int = 0) -> torch.Generator:
-    """Seed Python, NumPy and torch (CPU and CUDA) and return a seeded torch generator."""
+def check_seed(seed) -> int:
+    """``seed`` if it is a non-negative int, else ``ValueError``."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return seed
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA) and return a seeded torch generator."""
+    check_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -1,7 +1,58 @@
-"""Knowledge distillation (chapter 4): train a small student on what a teacher predicts.
+"""Knowledge distillation (chapter 4): train a small student on what a teacher computes.
 
-* :mod:`~shrinklib.distill.logits` - soft-target (logit) distillation of Hinton et al.
+* :mod:`~shrinklib.distill.logits` - soft targets and Hinton's mix (Hinton et al. 2015),
+  the logit MSE of Tang et al. (2019), stored teacher logits, and :func:`distill`, the
+  one call that also chains a teacher assistant (Mirzadeh et al. 2020);
+* :mod:`~shrinklib.distill.teachers` - several teachers, averaged soft targets;
+* :mod:`~shrinklib.distill.layer_map` - which teacher layer each student layer learns from;
+* :mod:`~shrinklib.distill.student` - students from the teacher's layers (DistilBERT) or
+  of their own width;
+* :mod:`~shrinklib.distill.intermediate` - DistilBERT, Patient KD, TinyBERT and MiniLM
+  losses, and :mod:`~shrinklib.distill.intermediate_distillation` the ``fit`` term that
+  combines them;
+* :mod:`~shrinklib.distill.augment` - data for the student: augmentation (Tang et al.,
+  TinyBERT) and unlabelled sentences labelled by the teacher;
+* :mod:`~shrinklib.distill.sequence` - word- and sequence-level distillation of a
+  language model (Kim & Rush 2016).
 """
-from shrinklib.distill.logits import logit_distillation, soft_target_loss
+from shrinklib.distill.augment import AugmentConfig, WordNeighbours, augment, teacher_labelled, unlabelled_sentences
+from shrinklib.distill.intermediate import (
+    attention_mse_loss,
+    hidden_cosine_loss,
+    hidden_mse_loss,
+    minilm_attention_loss,
+    minilm_value_loss,
+    pkd_loss,
+)
+from shrinklib.distill.intermediate_distillation import IntermediateDistillation
+from shrinklib.distill.layer_map import check_layer_map, layer_map
+from shrinklib.distill.logits import (
+    check_same_vocabulary,
+    distill,
+    logit_distillation,
+    logit_mse_loss,
+    soft_target_loss,
+    stored_logit_distillation,
+    vocabulary_size,
+)
+from shrinklib.distill.sequence import (
+    generate_corpus,
+    lm_dataloader,
+    lm_student,
+    token_distillation_loss,
+    word_level_distillation,
+)
+from shrinklib.distill.student import bert_backbone, bert_student, student_from_teacher
+from shrinklib.distill.teachers import ensemble_soft_targets, multi_teacher_distillation
 
-__all__ = ["soft_target_loss", "logit_distillation"]
+__all__ = [
+    "soft_target_loss", "logit_mse_loss", "logit_distillation", "stored_logit_distillation", "distill",
+    "vocabulary_size", "check_same_vocabulary",
+    "ensemble_soft_targets", "multi_teacher_distillation",
+    "layer_map", "check_layer_map",
+    "bert_backbone", "student_from_teacher", "bert_student",
+    "hidden_cosine_loss", "pkd_loss", "hidden_mse_loss", "attention_mse_loss", "minilm_attention_loss",
+    "minilm_value_loss", "IntermediateDistillation",
+    "AugmentConfig", "WordNeighbours", "augment", "unlabelled_sentences", "teacher_labelled",
+    "token_distillation_loss", "word_level_distillation", "lm_student", "generate_corpus", "lm_dataloader",
+]

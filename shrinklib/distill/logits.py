@@ -7,12 +7,35 @@ The student matches the teacher's class probabilities softened by a temperature 
 averaged over the batch. The ``T^2`` keeps the gradient's size independent of ``T``.
 The pruning chapter uses it as the recovery signal while a pruned model fine-tunes
 (Sanh et al. 2020 do the same for movement pruning).
+
+Tang et al. (2019, "Distilling Task-Specific Knowledge from BERT into Simple Neural
+Networks") distil BERT into a BiLSTM with the mean squared error between the logits
+instead, ``L_MSE = mean_{i,c} (z_s[i, c] - z_t[i, c])^2`` (:func:`logit_mse_loss`): no
+temperature, and the logits' scale is matched, not just their softmax.
+
+:func:`distill` is Hinton's whole recipe, the hard labels and the soft targets mixed,
+``(1 - alpha) * CE(z_s, y) + alpha * L_KD``, as one call to :func:`shrinklib.train.fit`.
+:func:`stored_logit_distillation` reads teacher logits computed once beforehand
+(:func:`shrinklib.distill.augment.teacher_labelled`), so a slow teacher runs once per
+sentence rather than once per sentence and epoch.
+
+The teacher reads the *student's* input ids, so both must use one tokenizer: the terms
+refuse two models whose vocabularies differ in size (:func:`check_same_vocabulary`).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from shrinklib import train
+from shrinklib.train import TrainConfig
+
+LOSSES = ("kl", "mse")
+#: Batch keys a teacher is not given: the labels, and logits stored beforehand.
+NOT_FOR_THE_TEACHER = ("labels", "teacher_logits")
 
 
 def _check_temperature(temperature) -> float:
@@ -21,12 +44,28 @@ def _check_temperature(temperature) -> float:
     return float(temperature)
 
 
-def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
-    """``T^2 * KL(p_teacher || p_student)`` at temperature ``T``, averaged over the rows."""
-    temperature = _check_temperature(temperature)
+def _check_weight(weight) -> float:
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+        raise ValueError(f"weight must be a number >= 0, got {weight!r}")
+    return float(weight)
+
+
+def _check_loss(loss) -> str:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
+    return loss
+
+
+def _check_same_shape(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student and teacher logits must have one shape, got {tuple(student_logits.shape)} "
                          f"and {tuple(teacher_logits.shape)}")
+
+
+def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """``T^2 * KL(p_teacher || p_student)`` at temperature ``T``, averaged over the rows."""
+    temperature = _check_temperature(temperature)
+    _check_same_shape(student_logits, teacher_logits)
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     kl = F.kl_div(log_p_student.reshape(-1, log_p_student.shape[-1]),
@@ -34,22 +73,164 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return temperature ** 2 * kl
 
 
-def logit_distillation(teacher: nn.Module, *, temperature: float = 2.0, weight: float = 1.0):
-    """An ``extra_losses`` term for ``shrinklib.train.fit``: ``weight * soft_target_loss``.
+def logit_mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Tang et al. (2019): ``mean_{i,c} (z_s[i, c] - z_t[i, c])^2``, the MSE between raw logits.
 
-    The teacher runs in eval mode without gradients on the same batch (labels removed).
+    Averaged over the batch and the classes (``F.mse_loss``'s mean), in float32.
+    """
+    _check_same_shape(student_logits, teacher_logits)
+    return F.mse_loss(student_logits.float(), teacher_logits.float())
+
+
+def _distillation_loss(student_logits, teacher_logits, loss: str, temperature: float) -> torch.Tensor:
+    if loss == "mse":
+        return logit_mse_loss(student_logits, teacher_logits)
+    return soft_target_loss(student_logits, teacher_logits, temperature)
+
+
+# ----------------------------------------------------------------------------------
+# One vocabulary for student and teacher
+
+
+def vocabulary_size(model: nn.Module) -> int | None:
+    """Rows of ``model``'s input embedding, or ``config.vocab_size``; None if it has neither.
+
+    Looks at ``get_input_embeddings()`` (Hugging Face models), then an ``embedding``
+    attribute (:class:`shrinklib.lstm.BiLSTMClassifier`), then ``config.vocab_size``.
+    A wrapper with ``.module`` (DistributedDataParallel) is looked through.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    while isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    candidates = []
+    get = getattr(model, "get_input_embeddings", None)
+    if callable(get):
+        try:
+            candidates.append(get())
+        except (NotImplementedError, AttributeError):
+            pass
+    candidates.append(getattr(model, "embedding", None))
+    for embedding in candidates:
+        rows = getattr(embedding, "num_embeddings", None)
+        if isinstance(embedding, nn.Module) and isinstance(rows, int):
+            return rows
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def check_same_vocabulary(student: nn.Module, teacher: nn.Module, *, teacher_name: str = "teacher") -> None:
+    """``ValueError`` when both vocabulary sizes are known and differ (see :func:`vocabulary_size`).
+
+    The teacher is fed the student's input ids, so the two must share a tokenizer; a
+    size mismatch is the part of that which can be checked.
+    """
+    student_size, teacher_size = vocabulary_size(student), vocabulary_size(teacher)
+    if student_size is not None and teacher_size is not None and student_size != teacher_size:
+        raise ValueError(
+            f"the student and the {teacher_name} have different vocabularies ({student_size} and {teacher_size} "
+            f"tokens): the {teacher_name} reads the student's input ids, so both must use one tokenizer "
+            f"(a BiLSTM student: build it with zoo.bilstm(teacher_tokenizer))"
+        )
+
+
+def _run_teacher(teacher: nn.Module, batch: dict) -> torch.Tensor:
+    """The teacher's logits on ``batch`` (no labels, no gradient), on the batch's device."""
+    inputs = {k: v for k, v in batch.items() if k not in NOT_FOR_THE_TEACHER}
+    device = next((v.device for v in inputs.values() if isinstance(v, torch.Tensor)), None)
+    first = next(teacher.parameters(), None)
+    if device is not None and first is not None and first.device != device:
+        teacher.to(device)
+    with torch.no_grad():
+        return teacher(**inputs).logits
+
+
+def logit_distillation(teacher: nn.Module, *, temperature: float = 2.0, weight: float = 1.0, loss: str = "kl"):
+    """An ``extra_losses`` term for ``shrinklib.train.fit``: ``weight * distillation loss``.
+
+    ``loss="kl"``: :func:`soft_target_loss` at ``temperature`` (Hinton et al. 2015);
+    ``loss="mse"``: :func:`logit_mse_loss` (Tang et al. 2019; ``temperature`` unused).
+    The teacher runs in eval mode without gradients on the same batch (labels removed),
+    moved to the batch's device if it is elsewhere. Each call checks that student
+    and teacher share a vocabulary (:func:`check_same_vocabulary`).
     """
     temperature = _check_temperature(temperature)
-    if not isinstance(weight, (int, float)) or weight < 0:
-        raise ValueError(f"weight must be a number >= 0, got {weight!r}")
+    weight = _check_weight(weight)
+    loss = _check_loss(loss)
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
     teacher.eval()
 
     def term(model, batch, outputs) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        with torch.no_grad():
-            teacher_logits = teacher(**inputs).logits
-        return weight * soft_target_loss(outputs.logits, teacher_logits, temperature)
+        check_same_vocabulary(model, teacher)
+        teacher_logits = _run_teacher(teacher, batch)
+        return weight * _distillation_loss(outputs.logits, teacher_logits, loss, temperature)
 
     return term
+
+
+def stored_logit_distillation(*, temperature: float = 2.0, weight: float = 1.0, loss: str = "kl"):
+    """A ``fit`` term like :func:`logit_distillation` that reads ``batch["teacher_logits"]``.
+
+    The teacher ran once, beforehand (:func:`shrinklib.distill.augment.teacher_labelled`
+    stores its logits in a ``teacher_logits`` column), instead of on every batch of every
+    epoch. ``shrinklib.data.collate`` (what ``fit`` uses for a ``Dataset``) carries that
+    column into each batch as a float tensor ``(batch, num_labels)``, and ``fit`` keeps it
+    from the model (``shrinklib.train.LOSS_ONLY_KEYS``).
+    """
+    temperature = _check_temperature(temperature)
+    weight = _check_weight(weight)
+    loss = _check_loss(loss)
+
+    def term(model, batch, outputs) -> torch.Tensor:
+        if "teacher_logits" not in batch:
+            raise ValueError(
+                f"the batch has no 'teacher_logits' (its keys: {sorted(batch)}): stored_logit_distillation reads "
+                "the teacher's logits from the batch; train on a dataset with a 'teacher_logits' column "
+                "(shrinklib.distill.teacher_labelled), or use logit_distillation(teacher) to run the teacher on "
+                "each batch"
+            )
+        stored = batch["teacher_logits"]
+        if not isinstance(stored, torch.Tensor):
+            stored = torch.as_tensor(stored, dtype=torch.float32)
+        return weight * _distillation_loss(outputs.logits, stored.to(outputs.logits.device), loss, temperature)
+
+    return term
+
+
+def distill(student: nn.Module, teacher: nn.Module, train_data, config: TrainConfig = TrainConfig(), *,
+            tokenizer=None, eval_data=None, temperature: float = 2.0, alpha: float = 0.5,
+            loss: str = "kl") -> train.TrainResult:
+    """Train ``student`` in place on ``(1 - alpha) * hard-label loss + alpha * soft-target loss``.
+
+    Hinton et al. (2015): the hard-label loss is the student's own (cross-entropy on the
+    labels), the soft-target term :func:`logit_distillation` with ``temperature`` and
+    ``loss`` ("kl", or Tang et al.'s "mse"). One call to :func:`shrinklib.train.fit` with
+    ``task_loss_weight = 1 - alpha`` and ``extra_losses={"kd": ...}`` (logged as
+    ``loss_task`` and ``loss_kd``); ``alpha=1`` trains
+    on the teacher alone (labels unused), ``alpha=0`` is plain fine-tuning (the teacher is
+    then not run at all). ``config`` is a :class:`~shrinklib.train.TrainConfig` whose
+    ``task_loss_weight`` must be left at 1.0 (``alpha`` sets it). Returns fit's ``TrainResult``.
+
+    Teacher assistants (Mirzadeh et al., 2020, "Improved Knowledge Distillation via
+    Teacher Assistant"): when the gap between teacher and student is large, distil in
+    steps through a model of middle size,
+    ``distill(assistant, teacher, data, ...)`` then ``distill(student, assistant, data, ...)``.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    if config.task_loss_weight != 1.0:
+        raise ValueError(f"distill sets task_loss_weight to 1 - alpha; leave TrainConfig.task_loss_weight at 1.0, "
+                         f"got {config.task_loss_weight!r}")
+    for name, model in (("student", student), ("teacher", teacher)):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{name} must be an nn.Module, got {type(model).__name__}")
+    if student is teacher:
+        raise ValueError("student and teacher must be two models, got the same one twice")
+    check_same_vocabulary(student, teacher)
+    term = logit_distillation(teacher, temperature=temperature, weight=float(alpha), loss=loss)
+    extra = {"kd": term} if alpha > 0 else {}
+    return train.fit(student, train_data, dataclasses.replace(config, task_loss_weight=1.0 - alpha),
+                     tokenizer=tokenizer, eval_data=eval_data, extra_losses=extra)

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shrinklib.measure.forward import check_positive_int, evaluating, model_device
+from shrinklib.utils import check_seed
 
 #: Below this many batches no progress bar is shown (when ``progress`` is None).
 PROGRESS_MIN_BATCHES = 10
@@ -145,9 +146,7 @@ def bootstrap_ci(values, *, n_resamples: int = 1000, confidence: float = 0.95, s
     check_positive_int("n_resamples", n_resamples)
     if not isinstance(confidence, Real) or not 0 < confidence < 1:
         raise ValueError(f"confidence must be a number strictly between 0 and 1, got {confidence!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     n = array.size
     chunk = max(1, 4_000_000 // n)  # bound the index matrix at ~32 MB
     means = []
