@@ -1,0 +1,195 @@
+"""Students of the running example's teacher, trained with and without it: the runs behind chapter 4.
+
+Three students of the MiniLM-L6 teacher (fine-tuned on Rotten Tomatoes):
+
+* ``2L``: 2 of the teacher's 6 layers (the 1st and 4th), with its embeddings, pooler and
+  classifier: DistilBERT's initialization (Sanh et al. 2019);
+* ``1L``: the teacher's first layer alone, the same way;
+* ``BiLSTM``: a one-layer BiLSTM over the teacher's WordPiece vocabulary (Tang et al.
+  2019), its embeddings initialized from the teacher's input embeddings in place of
+  Tang et al.'s word2vec vectors.
+
+Each is trained three ways, for the same number of optimizer steps (3 epochs of the
+10,252 training sentences):
+
+* ``labels``: the task loss on the gold labels alone;
+* ``KD``: Hinton et al.'s mix, half gold-label loss and half soft targets of the teacher
+  (KL at T = 2; MSE between logits for the BiLSTM, as Tang et al.), on the same sentences;
+* ``KD + augmentation``: soft targets alone on a transfer set of the training sentences
+  plus ``--copies`` perturbed copies of each (masking, embedding-neighbour replacement,
+  n-grams: Tang et al., TinyBERT), every sentence labelled by the teacher once.
+
+``--seeds`` seeds each (the student's data order and, for the BiLSTM, its initialization).
+Test accuracy on the 1,500 test sentences with a bootstrap 95% interval; the ``KD +
+augmentation`` 2-layer students are also measured after dynamic int8 quantization
+(``2L int8``). Rows go to ``results/distill_students.csv`` (a rerun replaces the rows of
+the same student, training and seed). ``--only latency`` times every student against the
+teacher, interleaved over ``--rounds`` rounds, at batch 1 and 8 x 64 tokens on 2 threads,
+under OpenMP's default wait policy (see ``ptq_bert.py``), into
+``results/distill_latency.csv``; run it alone on a quiet machine. The training parts can
+run side by side, one thread each:
+
+    python benchmarks/distill_students.py --only 2L --threads 1 &
+    python benchmarks/distill_students.py --only 1L,BiLSTM --threads 1
+    python benchmarks/distill_students.py --only latency
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.pop("OMP_WAIT_POLICY", None)  # latency as deployed; before torch loads OpenMP (see ptq_bert.py)
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_csv import upsert  # noqa: E402
+
+from shrinklib import data, distill, measure, quant, zoo  # noqa: E402
+from shrinklib.train import TrainConfig, fit  # noqa: E402
+from shrinklib.utils import seed_everything  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+STUDENTS = ("2L", "1L", "BiLSTM")
+TRAININGS = ("labels", "KD", "KD + augmentation")
+KEY = ["student", "training", "seed"]
+LATENCY_SHAPES = ((1, 64), (8, 64))
+TEACHER_LAYERS = {"2L": [0, 3], "1L": [0]}
+
+
+def build_student(name: str, teacher, tokenizer, seed: int):
+    if name in TEACHER_LAYERS:
+        return distill.student_from_teacher(teacher, TEACHER_LAYERS[name])
+    seed_everything(seed)
+    embeddings = teacher.get_input_embeddings().weight
+    student = zoo.bilstm(tokenizer, embed_dim=embeddings.shape[1], hidden_size=300)
+    with torch.no_grad():
+        student.embedding.weight.copy_(embeddings)
+    return student
+
+
+def transfer_sets(teacher, tokenizer, splits, copies: int, seed: int):
+    """(train with gold labels and the teacher's logits, train + augmented copies labelled by the teacher)."""
+    train = splits["train"]
+    scored = distill.teacher_labelled(teacher, tokenizer, train["text"])
+    with_logits = train.add_column("teacher_logits", scored["teacher_logits"])
+    variants = distill.augment(train["text"], tokenizer, teacher.get_input_embeddings(),
+                               distill.AugmentConfig(copies=copies), seed=seed)
+    augmented = distill.teacher_labelled(teacher, tokenizer, list(train["text"]) + variants)
+    return with_logits, augmented
+
+
+def train_student(args, name, training, seed, teacher, tokenizer, splits, sets):
+    student = build_student(name, teacher, tokenizer, seed)
+    steps = round(args.epochs * -(-len(splits["train"]) // args.batch_size))
+    lr = args.lstm_lr if name == "BiLSTM" else args.lr
+    loss = "mse" if name == "BiLSTM" else "kl"
+    base = TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=lr, seed=seed, select_best=False)
+    with_logits, augmented = sets
+    if training == "labels":
+        result = fit(student, splits["train"], base, tokenizer=tokenizer)
+    elif training == "KD":
+        term = distill.stored_logit_distillation(temperature=args.temperature, weight=0.5, loss=loss)
+        config = dataclasses.replace(base, task_loss_weight=0.5)
+        result = fit(student, with_logits, config, tokenizer=tokenizer, extra_losses={"kd": term})
+    else:
+        term = distill.stored_logit_distillation(temperature=args.temperature, loss=loss)
+        config = dataclasses.replace(base, task_loss_weight=0.0)
+        result = fit(student, augmented, config, tokenizer=tokenizer, extra_losses={"kd": term})
+    return student, result, lr, loss
+
+
+def row(name, training, seed, model, tokenizer, splits, result=None, **extra) -> dict:
+    acc = measure.accuracy(model, splits["test"], tokenizer, progress=False)
+    print(f"{name:>7} {training:>20} seed {seed}: {acc}", flush=True)
+    return {"student": name, "training": training, "seed": seed, "test_accuracy": acc.value, "test_low": acc.low,
+            "test_high": acc.high, "n_test": acc.n, "params": measure.count_parameters(model),
+            "size_mb": measure.size_on_disk(model) / 1e6,
+            "steps": result.steps if result else 0, "train_seconds": round(result.seconds, 1) if result else 0.0,
+            **extra}
+
+
+def run_latency(args, teacher, tokenizer) -> list[dict]:
+    models = {"teacher": teacher, **{name: build_student(name, teacher, tokenizer, 0) for name in STUDENTS}}
+    models["2L int8"] = quant.quantize_embeddings_(quant.quantize_(copy.deepcopy(models["2L"]), quant.Int8Dynamic()))
+    times = {(name, shape): [] for name in models for shape in LATENCY_SHAPES}
+    for _ in range(args.rounds):
+        for shape in LATENCY_SHAPES:
+            for name, model in models.items():
+                timing = measure.latency(model.eval(), batch_size=shape[0], seq_len=shape[1], repeats=args.repeats,
+                                         threads=2)
+                times[(name, shape)].append(timing.median_ms)
+    rows = []
+    for name, model in models.items():
+        out = {"model": name, "params": measure.count_parameters(model), "size_mb": measure.size_on_disk(model) / 1e6}
+        for batch, tokens in LATENCY_SHAPES:
+            ms = statistics.median(times[(name, (batch, tokens))])
+            out[f"ms_b{batch}_t{tokens}"] = ms
+            out[f"speedup_b{batch}_t{tokens}"] = statistics.median(times[("teacher", (batch, tokens))]) / ms
+        print(f"{name:>8} b1 {out['speedup_b1_t64']:.2f}x  b8 {out['speedup_b8_t64']:.2f}x", flush=True)
+        rows.append({**out, "omp_wait_policy": "default", "rounds": args.rounds, "repeats": args.repeats})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(STUDENTS), help=f"comma-separated subset of {STUDENTS} or 'latency'")
+    parser.add_argument("--trainings", default=",".join(TRAININGS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=float, default=3.0, help="optimizer steps, in epochs of the training split")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4, help="rate of the BERT students")
+    parser.add_argument("--lstm-lr", type=float, default=1e-3)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--copies", type=int, default=2, help="augmented copies of each training sentence")
+    parser.add_argument("--rounds", type=int, default=5, help="latency rounds")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per model per latency round")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="first N training sentences only (a quick check)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "distill_students.csv")
+    parser.add_argument("--latency-out", type=Path, default=RESULTS / "distill_latency.csv")
+    args = parser.parse_args()
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    trainings = [t.strip() for t in args.trainings.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(STUDENTS) - {"latency"}) + sorted(set(trainings) - set(TRAININGS))
+    if unknown:
+        parser.error(f"unknown students or trainings {unknown}; choose from {STUDENTS} + ('latency',) and {TRAININGS}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    torch.set_num_threads(args.threads)
+    seed_everything(0)
+    teacher, tokenizer = zoo.teacher("rt")
+    teacher.eval()
+    stamp = measure.provenance()
+    if "latency" in chosen:
+        rows = [{**r, **stamp} for r in run_latency(args, teacher, tokenizer)]
+        upsert(args.latency_out, rows, ["model"])
+        chosen.remove("latency")
+    if not chosen:
+        return
+    splits = data.rotten_tomatoes()
+    if args.limit:
+        splits["train"] = splits["train"].select(range(args.limit))
+    sets = transfer_sets(teacher, tokenizer, splits, args.copies, seed=0)
+    upsert(args.out, [{**row("teacher", "fine-tuned", 0, teacher, tokenizer, splits), **stamp}], KEY)
+    for name in chosen:
+        for training in trainings:
+            for seed in seeds:
+                student, result, lr, loss = train_student(args, name, training, seed, teacher, tokenizer, splits, sets)
+                settings = {"lr": lr, "kd_loss": loss if training != "labels" else "", "epochs": args.epochs,
+                            "temperature": args.temperature, "copies": args.copies, "threads": args.threads, **stamp}
+                rows = [row(name, training, seed, student, tokenizer, splits, result, **settings)]
+                if name == "2L" and training == "KD + augmentation":
+                    int8 = quant.quantize_embeddings_(quant.quantize_(student, quant.Int8Dynamic()))
+                    rows.append(row("2L int8", training, seed, int8, tokenizer, splits, result, **settings))
+                upsert(args.out, rows, KEY)
+
+
+if __name__ == "__main__":
+    main()
