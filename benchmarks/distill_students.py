@@ -9,8 +9,8 @@ Three students of the MiniLM-L6 teacher (fine-tuned on Rotten Tomatoes):
   2019), its embeddings initialized from the teacher's input embeddings in place of
   Tang et al.'s word2vec vectors.
 
-Each is trained three ways, for the same number of optimizer steps (3 epochs of the
-10,252 training sentences):
+Each is trained three ways, for the same number of optimizer steps (``--epochs`` of the
+10,252 training sentences, 1 by default):
 
 * ``labels``: the task loss on the gold labels alone;
 * ``KD``: Hinton et al.'s mix, half gold-label loss and half soft targets of the teacher
@@ -47,6 +47,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from datasets import concatenate_datasets  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_csv import upsert  # noqa: E402
@@ -81,7 +82,7 @@ def transfer_sets(teacher, tokenizer, splits, copies: int, seed: int):
     with_logits = train.add_column("teacher_logits", scored["teacher_logits"])
     variants = distill.augment(train["text"], tokenizer, teacher.get_input_embeddings(),
                                distill.AugmentConfig(copies=copies), seed=seed)
-    augmented = distill.teacher_labelled(teacher, tokenizer, list(train["text"]) + variants)
+    augmented = concatenate_datasets([scored, distill.teacher_labelled(teacher, tokenizer, variants)])
     return with_logits, augmented
 
 
@@ -142,7 +143,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(STUDENTS), help=f"comma-separated subset of {STUDENTS} or 'latency'")
     parser.add_argument("--trainings", default=",".join(TRAININGS))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=float, default=3.0, help="optimizer steps, in epochs of the training split")
+    parser.add_argument("--epochs", type=float, default=1.0, help="optimizer steps, in epochs of the training split")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4, help="rate of the BERT students")
     parser.add_argument("--lstm-lr", type=float, default=1e-3)
