@@ -26,8 +26,9 @@ augmentation`` 2-layer students are also measured after dynamic int8 quantizatio
 the same student, training and seed). ``--only latency`` times every student against the
 teacher, interleaved over ``--rounds`` rounds, at batch 1 and 8 x 64 tokens on 2 threads,
 under OpenMP's default wait policy (see ``ptq_bert.py``), into
-``results/distill_latency.csv``; run it alone on a quiet machine. The training parts can
-run side by side, one thread each:
+``results/distill_latency.csv``, after any training of the same process; run it alone on a
+quiet machine. A plain run does everything (about an hour on 2 cores); the training parts
+can run side by side, one thread each:
 
     python benchmarks/distill_students.py --only 2L --threads 1 &
     python benchmarks/distill_students.py --only 1L,BiLSTM --threads 1
@@ -42,17 +43,20 @@ os.environ.pop("OMP_WAIT_POLICY", None)  # latency as deployed; before torch loa
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import dataclasses  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from datasets import concatenate_datasets  # noqa: E402
+from datasets import concatenate_datasets, load_from_disk  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_csv import upsert  # noqa: E402
 
 from shrinklib import data, distill, measure, quant, zoo  # noqa: E402
+from shrinklib.cache import cached_folder  # noqa: E402
 from shrinklib.train import TrainConfig, fit  # noqa: E402
 from shrinklib.utils import seed_everything  # noqa: E402
 
@@ -76,19 +80,29 @@ def build_student(name: str, teacher, tokenizer, seed: int):
 
 
 def transfer_sets(teacher, tokenizer, splits, copies: int, seed: int):
-    """(train with gold labels and the teacher's logits, train + augmented copies labelled by the teacher)."""
+    """(train with gold labels and the teacher's logits, train + augmented copies labelled by the teacher).
+
+    Labelling some 30,000 sentences takes minutes, so both sets are kept in the shrinklib
+    cache, keyed by the teacher, the training sentences, the copies and the seed.
+    """
     train = splits["train"]
-    scored = distill.teacher_labelled(teacher, tokenizer, train["text"])
-    with_logits = train.add_column("teacher_logits", scored["teacher_logits"])
-    variants = distill.augment(train["text"], tokenizer, teacher.get_input_embeddings(),
-                               distill.AugmentConfig(copies=copies), seed=seed)
-    augmented = concatenate_datasets([scored, distill.teacher_labelled(teacher, tokenizer, variants)])
-    return with_logits, augmented
+    key = hashlib.sha1(json.dumps([zoo.teacher_folder("rt").name, list(train["text"]), copies, seed]).encode()).hexdigest()
+
+    def build(folder: Path) -> None:
+        scored = distill.teacher_labelled(teacher, tokenizer, train["text"])
+        train.add_column("teacher_logits", scored["teacher_logits"]).save_to_disk(folder / "with_logits")
+        variants = distill.augment(train["text"], tokenizer, teacher.get_input_embeddings(),
+                                   distill.AugmentConfig(copies=copies), seed=seed)
+        augmented = concatenate_datasets([scored, distill.teacher_labelled(teacher, tokenizer, variants)])
+        augmented.save_to_disk(folder / "augmented")
+
+    folder = cached_folder(f"distill-transfer-{key[:12]}", build)
+    return load_from_disk(folder / "with_logits"), load_from_disk(folder / "augmented")
 
 
 def train_student(args, name, training, seed, teacher, tokenizer, splits, sets):
     student = build_student(name, teacher, tokenizer, seed)
-    steps = round(args.epochs * -(-len(splits["train"]) // args.batch_size))
+    steps = max(1, round(args.epochs * -(-len(splits["train"]) // args.batch_size)))
     lr = args.lstm_lr if name == "BiLSTM" else args.lr
     loss = "mse" if name == "BiLSTM" else "kl"
     base = TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=lr, seed=seed, select_best=False)
@@ -138,9 +152,29 @@ def run_latency(args, teacher, tokenizer) -> list[dict]:
     return rows
 
 
+def train_students(args, students, trainings, seeds, teacher, tokenizer, stamp) -> None:
+    splits = data.rotten_tomatoes()
+    if args.limit:
+        splits["train"] = splits["train"].select(range(args.limit))
+    sets = transfer_sets(teacher, tokenizer, splits, args.copies, seed=0)
+    upsert(args.out, [{**row("teacher", "fine-tuned", 0, teacher, tokenizer, splits), **stamp}], KEY)
+    for name in students:
+        for training in trainings:
+            for seed in seeds:
+                student, result, lr, loss = train_student(args, name, training, seed, teacher, tokenizer, splits, sets)
+                settings = {"lr": lr, "kd_loss": loss if training != "labels" else "", "epochs": args.epochs,
+                            "temperature": args.temperature, "copies": args.copies, "threads": args.threads, **stamp}
+                rows = [row(name, training, seed, student, tokenizer, splits, result, **settings)]
+                if name == "2L" and training == "KD + augmentation":
+                    int8 = quant.quantize_embeddings_(quant.quantize_(student, quant.Int8Dynamic()))
+                    rows.append(row("2L int8", training, seed, int8, tokenizer, splits, result, **settings))
+                upsert(args.out, rows, KEY)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(STUDENTS), help=f"comma-separated subset of {STUDENTS} or 'latency'")
+    parser.add_argument("--only", default=",".join(STUDENTS + ("latency",)),
+                        help=f"comma-separated subset of {STUDENTS + ('latency',)}")
     parser.add_argument("--trainings", default=",".join(TRAININGS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=float, default=1.0, help="optimizer steps, in epochs of the training split")
@@ -168,28 +202,11 @@ def main() -> None:
     teacher, tokenizer = zoo.teacher("rt")
     teacher.eval()
     stamp = measure.provenance()
-    if "latency" in chosen:
-        rows = [{**r, **stamp} for r in run_latency(args, teacher, tokenizer)]
-        upsert(args.latency_out, rows, ["model"])
-        chosen.remove("latency")
-    if not chosen:
-        return
-    splits = data.rotten_tomatoes()
-    if args.limit:
-        splits["train"] = splits["train"].select(range(args.limit))
-    sets = transfer_sets(teacher, tokenizer, splits, args.copies, seed=0)
-    upsert(args.out, [{**row("teacher", "fine-tuned", 0, teacher, tokenizer, splits), **stamp}], KEY)
-    for name in chosen:
-        for training in trainings:
-            for seed in seeds:
-                student, result, lr, loss = train_student(args, name, training, seed, teacher, tokenizer, splits, sets)
-                settings = {"lr": lr, "kd_loss": loss if training != "labels" else "", "epochs": args.epochs,
-                            "temperature": args.temperature, "copies": args.copies, "threads": args.threads, **stamp}
-                rows = [row(name, training, seed, student, tokenizer, splits, result, **settings)]
-                if name == "2L" and training == "KD + augmentation":
-                    int8 = quant.quantize_embeddings_(quant.quantize_(student, quant.Int8Dynamic()))
-                    rows.append(row("2L int8", training, seed, int8, tokenizer, splits, result, **settings))
-                upsert(args.out, rows, KEY)
+    students = [name for name in chosen if name != "latency"]
+    if students:
+        train_students(args, students, trainings, seeds, teacher, tokenizer, stamp)
+    if "latency" in chosen:  # last, after the training runs of this process
+        upsert(args.latency_out, [{**r, **stamp} for r in run_latency(args, teacher, tokenizer)], ["model"])
 
 
 if __name__ == "__main__":
