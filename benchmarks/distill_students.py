@@ -63,7 +63,7 @@ from shrinklib.utils import seed_everything  # noqa: E402
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 STUDENTS = ("2L", "1L", "BiLSTM")
 TRAININGS = ("labels", "KD", "KD + augmentation")
-KEY = ["student", "training", "seed"]
+KEY = ["student", "training", "seed", "epochs"]
 LATENCY_SHAPES = ((1, 64), (8, 64))
 TEACHER_LAYERS = {"2L": [0, 3], "1L": [0]}
 
@@ -157,7 +157,7 @@ def train_students(args, students, trainings, seeds, teacher, tokenizer, stamp) 
     if args.limit:
         splits["train"] = splits["train"].select(range(args.limit))
     sets = transfer_sets(teacher, tokenizer, splits, args.copies, seed=0)
-    upsert(args.out, [{**row("teacher", "fine-tuned", 0, teacher, tokenizer, splits), **stamp}], KEY)
+    upsert(args.out, [{**row("teacher", "fine-tuned", 0, teacher, tokenizer, splits), "epochs": args.epochs, **stamp}], KEY)
     for name in students:
         for training in trainings:
             for seed in seeds:
