@@ -33,6 +33,7 @@ from shrinklib.distill.logits import (
     logit_mse_loss,
     soft_target_loss,
     stored_logit_distillation,
+    teacher_term,
     vocabulary_size,
 )
 from shrinklib.distill.sequence import (
@@ -47,7 +48,7 @@ from shrinklib.distill.teachers import ensemble_soft_targets, multi_teacher_dist
 
 __all__ = [
     "soft_target_loss", "logit_mse_loss", "logit_distillation", "stored_logit_distillation", "distill",
-    "vocabulary_size", "check_same_vocabulary",
+    "vocabulary_size", "check_same_vocabulary", "teacher_term",
     "ensemble_soft_targets", "multi_teacher_distillation",
     "layer_map", "check_layer_map",
     "bert_backbone", "student_from_teacher", "bert_student",

@@ -25,6 +25,7 @@ refuse two models whose vocabularies differ in size (:func:`check_same_vocabular
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 from torch import nn
@@ -145,6 +146,24 @@ def _run_teacher(teacher: nn.Module, batch: dict) -> torch.Tensor:
         return teacher(**inputs).logits
 
 
+def teacher_term(teacher: nn.Module, loss_of_logits: Callable) -> train.LossTerm:
+    """A ``fit`` term ``loss_of_logits(student_logits, teacher_logits, batch)`` with the teacher run on the batch.
+
+    The one way a live teacher joins training: the teacher goes to eval mode, each call
+    checks that it shares the student's vocabulary (:func:`check_same_vocabulary`) and
+    runs it without gradients on the batch (:func:`_run_teacher`).
+    """
+    if not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
+    teacher.eval()
+
+    def term(model, batch, outputs) -> torch.Tensor:
+        check_same_vocabulary(model, teacher)
+        return loss_of_logits(outputs.logits, _run_teacher(teacher, batch), batch)
+
+    return term
+
+
 def logit_distillation(teacher: nn.Module, *, temperature: float = 2.0, weight: float = 1.0, loss: str = "kl"):
     """An ``extra_losses`` term for ``shrinklib.train.fit``: ``weight * distillation loss``.
 
@@ -157,16 +176,8 @@ def logit_distillation(teacher: nn.Module, *, temperature: float = 2.0, weight: 
     temperature = _check_temperature(temperature)
     weight = _check_weight(weight)
     loss = _check_loss(loss)
-    if not isinstance(teacher, nn.Module):
-        raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
-    teacher.eval()
-
-    def term(model, batch, outputs) -> torch.Tensor:
-        check_same_vocabulary(model, teacher)
-        teacher_logits = _run_teacher(teacher, batch)
-        return weight * _distillation_loss(outputs.logits, teacher_logits, loss, temperature)
-
-    return term
+    return teacher_term(teacher, lambda student_logits, teacher_logits, batch:
+                        weight * _distillation_loss(student_logits, teacher_logits, loss, temperature))
 
 
 def stored_logit_distillation(*, temperature: float = 2.0, weight: float = 1.0, loss: str = "kl"):

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from shrinklib.distill.logits import _check_temperature, _check_weight, _run_teacher, check_same_vocabulary
+from shrinklib.distill.logits import _check_temperature, _check_weight, teacher_term
 from shrinklib.measure.forward import check_positive_int, evaluating, model_device
 from shrinklib.utils import check_seed
 
@@ -110,17 +110,8 @@ def word_level_distillation(teacher: nn.Module, *, temperature: float = 1.0, wei
     """
     temperature = _check_temperature(temperature)
     weight = _check_weight(weight)
-    if not isinstance(teacher, nn.Module):
-        raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
-    teacher.eval()
-
-    def term(model, batch, outputs) -> torch.Tensor:
-        check_same_vocabulary(model, teacher)
-        teacher_logits = _run_teacher(teacher, batch)
-        return weight * token_distillation_loss(outputs.logits, teacher_logits, batch.get("attention_mask"),
-                                                temperature)
-
-    return term
+    return teacher_term(teacher, lambda student_logits, teacher_logits, batch: weight * token_distillation_loss(
+        student_logits, teacher_logits, batch.get("attention_mask"), temperature))
 
 
 # ----------------------------------------------------------------------------------

@@ -68,17 +68,6 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(assets.minilm_folder())
 
 
-def _batch(vocab=50, rows=5, width=7, seed=0):
-    """Token ids with padding in the batch: row i has width - i real tokens."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, vocab, (rows, width), generator=g)
-    mask = torch.ones(rows, width, dtype=torch.long)
-    for i in range(rows):
-        mask[i, width - i:] = 0
-    ids[mask == 0] = 0
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.arange(rows) % 2}
-
-
 def _no_dropout(model):
     for m in model.modules():
         if isinstance(m, nn.Dropout):
@@ -96,9 +85,9 @@ def test_logit_mse_loss_matches_a_loop_over_entries():
     assert soft_target_loss(teacher + 4.0, teacher).abs() < 1e-5 and logit_mse_loss(teacher + 4.0, teacher) > 15
 
 
-def test_logit_distillation_mse_and_kl_terms():
+def test_logit_distillation_mse_and_kl_terms(padded_batch):
     teacher, student = zoo.tiny_bert(vocab_size=50, seed=1), zoo.tiny_bert(vocab_size=50, num_labels=2, seed=2)
-    batch = _batch()
+    batch = padded_batch()
     outputs = student(**batch)
     z_t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     mse = logit_distillation(teacher, weight=0.3, loss="mse")(student, batch, outputs)
@@ -107,9 +96,9 @@ def test_logit_distillation_mse_and_kl_terms():
     assert torch.allclose(kl, soft_target_loss(outputs.logits, z_t, 3.0), atol=1e-6)
 
 
-def test_stored_logit_distillation_reads_the_batch_and_equals_running_the_teacher():
+def test_stored_logit_distillation_reads_the_batch_and_equals_running_the_teacher(padded_batch):
     teacher, student = zoo.tiny_bert(vocab_size=50, seed=1), zoo.tiny_bert(vocab_size=50, seed=2)
-    batch = _batch()
+    batch = padded_batch()
     outputs = student(**batch)
     stored = dict(batch, teacher_logits=teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits.detach())
     for loss in ("kl", "mse"):
@@ -131,10 +120,10 @@ def test_vocabulary_size_of_bert_lstm_and_plain_modules():
     check_same_vocabulary(nn.Linear(3, 2), zoo.tiny_bert(vocab_size=50))  # unknown: nothing to compare
 
 
-def test_mismatched_vocabularies_are_refused():
+def test_mismatched_vocabularies_are_refused(padded_batch):
     teacher = zoo.tiny_bert(vocab_size=60)
     for student in (zoo.tiny_bert(vocab_size=50), zoo.tiny_lstm(vocab_size=50)):
-        batch = _batch(vocab=50)
+        batch = padded_batch(vocab=50)
         term = logit_distillation(teacher)
         with pytest.raises(ValueError, match=r"different vocabular.*\(50 and 60 tokens\)"):
             term(student, batch, student(**batch))
@@ -161,7 +150,7 @@ def test_a_bilstm_student_learns_from_a_bert_teacher_with_mse(tokenizer):
     assert after < before and "loss_kd" in result.history[-1] and "loss_task" not in result.history[-1]
 
 
-def test_distill_passes_hintons_mix_to_fit(monkeypatch):
+def test_distill_passes_hintons_mix_to_fit(monkeypatch, padded_batch):
     teacher, student = zoo.tiny_bert(vocab_size=50, seed=1), zoo.tiny_bert(vocab_size=50, seed=2)
     seen = {}
 
@@ -174,7 +163,7 @@ def test_distill_passes_hintons_mix_to_fit(monkeypatch):
     distill(student, teacher, "DATA", config, tokenizer="TOK", eval_data="EVAL", temperature=3.0, alpha=0.25, loss="kl")
     assert seen["config"] == dataclasses.replace(config, task_loss_weight=0.75)
     assert (seen["model"], seen["data"], seen["tokenizer"], seen["eval_data"]) == (student, "DATA", "TOK", "EVAL")
-    batch = _batch()
+    batch = padded_batch()
     outputs = student(**batch)
     z_t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert torch.allclose(seen["extra_losses"]["kd"](student, batch, outputs),
@@ -211,7 +200,7 @@ def test_distill_first_step_loss_is_the_written_out_mix():
     assert row["loss"] == pytest.approx(row["loss_task"] + row["loss_kd"], rel=1e-6)
 
 
-def test_bad_input_of_the_new_functions():
+def test_bad_input_of_the_new_functions(padded_batch):
     bert = zoo.tiny_bert(vocab_size=50)
     with pytest.raises(ValueError, match="must have one shape"):
         logit_mse_loss(torch.zeros(2, 3), torch.zeros(3, 2))
@@ -223,7 +212,7 @@ def test_bad_input_of_the_new_functions():
         stored_logit_distillation(temperature=-1)
     with pytest.raises(ValueError, match="weight must be a number >= 0"):
         stored_logit_distillation(weight=-0.1)
-    batch = _batch()
+    batch = padded_batch()
     with pytest.raises(ValueError, match="the batch has no 'teacher_logits'.*teacher_labelled"):
         stored_logit_distillation()(bert, batch, bert(**batch))
     with pytest.raises(ValueError, match="must have one shape"):

@@ -9,17 +9,6 @@ from shrinklib.distill.logits import logit_distillation
 from shrinklib.distill.teachers import ensemble_soft_targets, multi_teacher_distillation
 
 
-def _batch(vocab=50, rows=5, width=7, seed=0):
-    """Token ids with padding in the batch: row i has width - i real tokens."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, vocab, (rows, width), generator=g)
-    mask = torch.ones(rows, width, dtype=torch.long)
-    for i in range(rows):
-        mask[i, width - i:] = 0
-    ids[mask == 0] = 0
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.arange(rows) % 2}
-
-
 def _softmax_by_hand(row, t):
     e = [math.exp(v / t) for v in row]
     return [v / sum(e) for v in e]
@@ -45,19 +34,19 @@ def test_ensemble_soft_targets_is_the_weighted_average_written_out():
     assert torch.allclose(ensemble_soft_targets([z], 2.0, [4.0]), torch.softmax(z / 2, -1), atol=1e-6)
 
 
-def test_one_teacher_equals_logit_distillation():
+def test_one_teacher_equals_logit_distillation(padded_batch):
     teacher, student = zoo.tiny_bert(vocab_size=50, seed=1), zoo.tiny_bert(vocab_size=50, seed=2)
-    batch = _batch()
+    batch = padded_batch()
     outputs = student(**batch)
     one = multi_teacher_distillation([teacher], temperature=3.0, weight=0.4)(student, batch, outputs)
     assert torch.allclose(one, logit_distillation(teacher, temperature=3.0, weight=0.4)(student, batch, outputs),
                           atol=1e-6)
 
 
-def test_two_teachers_kl_written_out_and_no_teacher_gradient():
+def test_two_teachers_kl_written_out_and_no_teacher_gradient(padded_batch):
     teachers = [zoo.tiny_bert(vocab_size=50, num_labels=3, seed=s) for s in (1, 2)]
     student = zoo.tiny_bert(vocab_size=50, num_labels=3, seed=3)
-    batch = _batch(rows=6, width=5)
+    batch = padded_batch(rows=6, width=5)
     outputs = SimpleNamespace(logits=30 * student(**batch).logits)  # a tiny BERT's logits are ~0.1: make KL sizeable
     t, weights = 2.0, [1.0, 3.0]
     value = multi_teacher_distillation(teachers, temperature=t, weight=0.5, teacher_weights=weights)(
@@ -77,9 +66,9 @@ def test_two_teachers_kl_written_out_and_no_teacher_gradient():
     assert student.classifier.weight.grad is not None
 
 
-def test_every_teacher_must_share_the_students_vocabulary():
+def test_every_teacher_must_share_the_students_vocabulary(padded_batch):
     student = zoo.tiny_bert(vocab_size=50)
-    batch = _batch()
+    batch = padded_batch()
     term = multi_teacher_distillation([zoo.tiny_bert(vocab_size=50), zoo.tiny_lstm(vocab_size=50)])
     term(student, batch, student(**batch))  # a BiLSTM teacher with the same vocabulary is fine
     with pytest.raises(ValueError, match=r"teachers\[0\] have different vocabular"):
@@ -88,7 +77,7 @@ def test_every_teacher_must_share_the_students_vocabulary():
         multi_teacher_distillation([zoo.tiny_bert(vocab_size=50), zoo.tiny_bert(vocab_size=60)])
 
 
-def test_bad_input():
+def test_bad_input(padded_batch):
     z = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="teacher_logits must hold at least one"):
         ensemble_soft_targets([], 2.0)
@@ -122,6 +111,6 @@ def test_bad_input():
     with pytest.raises(ValueError, match="weights must sum to more than 0"):
         multi_teacher_distillation([bert], teacher_weights=[0.0])
     student = zoo.tiny_bert(vocab_size=50, num_labels=3)
-    batch = _batch()
+    batch = padded_batch()
     with pytest.raises(ValueError, match="student and teacher logits must have one shape"):
         multi_teacher_distillation([bert])(student, batch, student(**batch))
