@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_students import row, transfer_sets  # noqa: E402
+from distill_students import comma_list, row, steps_for, transfer_sets  # noqa: E402
 from results_csv import upsert  # noqa: E402
 
 from shrinklib import data, distill, measure, zoo  # noqa: E402
@@ -108,8 +108,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "distill_intermediate.csv")
     args = parser.parse_args()
-    parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    trainings = [t.strip() for t in args.trainings.split(",") if t.strip()]
+    parts, trainings = comma_list(args.only), comma_list(args.trainings)
     unknown = sorted(set(parts) - set(PARTS)) + sorted(set(trainings) - set(TRAININGS))
     if unknown:
         parser.error(f"unknown parts or trainings {unknown}; choose from {PARTS} and {TRAININGS}")
@@ -120,7 +119,7 @@ def main() -> None:
     teacher, tokenizer = zoo.teacher("rt")
     teacher.eval()
     splits = data.rotten_tomatoes()
-    args.steps = max(1, round(args.epochs * -(-len(splits["train"]) // args.batch_size)))
+    args.steps = steps_for(args.epochs, len(splits["train"]), args.batch_size)
     stamp = measure.provenance()
     settings = {"lr": args.lr, "epochs": args.epochs, "temperature": args.temperature, "threads": args.threads, **stamp}
     if "layers" in parts:

@@ -68,6 +68,16 @@ LATENCY_SHAPES = ((1, 64), (8, 64))
 TEACHER_LAYERS = {"2L": [0, 3], "1L": [0]}
 
 
+def comma_list(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated command-line value."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def steps_for(epochs: float, sentences: int, batch_size: int) -> int:
+    """Optimizer steps of ``epochs`` passes over ``sentences`` in batches of ``batch_size`` (at least 1)."""
+    return max(1, round(epochs * -(-sentences // batch_size)))
+
+
 def build_student(name: str, teacher, tokenizer, seed: int):
     if name in TEACHER_LAYERS:
         return distill.student_from_teacher(teacher, TEACHER_LAYERS[name])
@@ -102,7 +112,7 @@ def transfer_sets(teacher, tokenizer, splits, copies: int, seed: int):
 
 def train_student(args, name, training, seed, teacher, tokenizer, splits, sets):
     student = build_student(name, teacher, tokenizer, seed)
-    steps = max(1, round(args.epochs * -(-len(splits["train"]) // args.batch_size)))
+    steps = steps_for(args.epochs, len(splits["train"]), args.batch_size)
     lr = args.lstm_lr if name == "BiLSTM" else args.lr
     loss = "mse" if name == "BiLSTM" else "kl"
     base = TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=lr, seed=seed, select_best=False)
@@ -190,8 +200,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "distill_students.csv")
     parser.add_argument("--latency-out", type=Path, default=RESULTS / "distill_latency.csv")
     args = parser.parse_args()
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    trainings = [t.strip() for t in args.trainings.split(",") if t.strip()]
+    chosen, trainings = comma_list(args.only), comma_list(args.trainings)
     unknown = sorted(set(chosen) - set(STUDENTS) - {"latency"}) + sorted(set(trainings) - set(TRAININGS))
     if unknown:
         parser.error(f"unknown students or trainings {unknown}; choose from {STUDENTS} + ('latency',) and {TRAININGS}")
