@@ -23,11 +23,11 @@ Each is trained three ways, for the same number of optimizer steps (``--epochs``
 Test accuracy on the 1,500 test sentences with a bootstrap 95% interval; the ``KD +
 augmentation`` 2-layer students are also measured after dynamic int8 quantization
 (``2L int8``). Rows go to ``results/distill_students.csv`` (a rerun replaces the rows of
-the same student, training and seed). ``--only latency`` times every student against the
-teacher, interleaved over ``--rounds`` rounds, at batch 1 and 8 x 64 tokens on 2 threads,
-under OpenMP's default wait policy (see ``ptq_bert.py``), into
-``results/distill_latency.csv``, after any training of the same process; run it alone on a
-quiet machine. A plain run does everything (about an hour on 2 cores); the training parts
+the same student, training and seed). ``--only latency`` times every student, and the
+4-layer teacher assistant of ``distill_transfer.py``, against the teacher, interleaved over
+``--rounds`` rounds, at batch 1 and 8 x 64 tokens on 2 threads, under OpenMP's default
+wait policy (see ``ptq_bert.py``), into ``results/distill_latency.csv``, after any training
+of the same process; run it alone on a quiet machine. A plain run does everything (about an hour on 2 cores); the training parts
 can run side by side, one thread each:
 
     python benchmarks/distill_students.py --only 2L --threads 1 &
@@ -66,6 +66,7 @@ TRAININGS = ("labels", "KD", "KD + augmentation")
 KEY = ["student", "training", "seed", "epochs"]
 LATENCY_SHAPES = ((1, 64), (8, 64))
 TEACHER_LAYERS = {"2L": [0, 3], "1L": [0]}
+LATENCY_ONLY = {"4L": [0, 2, 3, 5]}  # timed here, trained as the teacher assistant of distill_transfer.py
 
 
 def comma_list(text: str) -> list[str]:
@@ -142,6 +143,7 @@ def row(name, training, seed, model, tokenizer, splits, result=None, **extra) ->
 
 def run_latency(args, teacher, tokenizer) -> list[dict]:
     models = {"teacher": teacher, **{name: build_student(name, teacher, tokenizer, 0) for name in STUDENTS}}
+    models.update({name: distill.student_from_teacher(teacher, layers) for name, layers in LATENCY_ONLY.items()})
     models["2L int8"] = quant.quantize_embeddings_(quant.quantize_(copy.deepcopy(models["2L"]), quant.Int8Dynamic()))
     times = {(name, shape): [] for name in models for shape in LATENCY_SHAPES}
     for _ in range(args.rounds):
