@@ -30,7 +30,7 @@ from shrinklib.utils import seed_everything
 
 LossTerm = Callable[[nn.Module, dict, Any], torch.Tensor]
 # Batch entries for the loss terms only, not passed to the model (stored teacher predictions).
-LOSS_ONLY_KEYS = ("teacher_logits",)
+LOSS_ONLY_KEYS = ("teacher_logits", "teacher_top_ids", "teacher_top_logits")
 
 
 @dataclass(frozen=True)

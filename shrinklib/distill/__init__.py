@@ -13,7 +13,8 @@
 * :mod:`~shrinklib.distill.augment` - data for the student: augmentation (Tang et al.,
   TinyBERT) and unlabelled sentences labelled by the teacher;
 * :mod:`~shrinklib.distill.sequence` - word- and sequence-level distillation of a
-  language model (Kim & Rush 2016).
+  language model (Kim & Rush 2016), and :mod:`~shrinklib.distill.top_k` word-level
+  distillation from the teacher's stored top-k logits.
 """
 from shrinklib.distill.augment import AugmentConfig, WordNeighbours, augment, teacher_labelled, unlabelled_sentences
 from shrinklib.distill.intermediate import (
@@ -45,6 +46,12 @@ from shrinklib.distill.sequence import (
 )
 from shrinklib.distill.student import bert_backbone, bert_student, student_from_teacher
 from shrinklib.distill.teachers import ensemble_soft_targets, multi_teacher_distillation
+from shrinklib.distill.top_k import (
+    stored_word_level_distillation,
+    teacher_top_k,
+    top_k_mass,
+    top_k_token_distillation_loss,
+)
 
 __all__ = [
     "soft_target_loss", "logit_mse_loss", "logit_distillation", "stored_logit_distillation", "distill",
@@ -56,4 +63,5 @@ __all__ = [
     "minilm_value_loss", "IntermediateDistillation",
     "AugmentConfig", "WordNeighbours", "augment", "unlabelled_sentences", "teacher_labelled",
     "token_distillation_loss", "word_level_distillation", "lm_student", "generate_corpus", "lm_dataloader",
+    "top_k_token_distillation_loss", "teacher_top_k", "top_k_mass", "stored_word_level_distillation",
 ]

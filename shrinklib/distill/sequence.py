@@ -260,7 +260,7 @@ def generate_corpus(teacher: nn.Module, tokenizer, prompts: Sequence[str], *, ma
 
 
 def lm_dataloader(texts: Sequence[str], tokenizer, *, block_size: int = 128, batch_size: int = 8,
-                  shuffle: bool = False, seed: int = 0):
+                  shuffle: bool = False, seed: int = 0, top_k: Sequence[dict] | None = None):
     """A ``DataLoader`` of causal-LM batches for :func:`shrinklib.train.fit`, one text a row.
 
     Each text is tokenized (special tokens as the tokenizer adds them), truncated to
@@ -269,6 +269,12 @@ def lm_dataloader(texts: Sequence[str], tokenizer, *, block_size: int = 128, bat
     exactly on the padding (the model shifts them itself: token t+1 is predicted from
     tokens <= t). Texts that give fewer than 2 tokens, so nothing to predict, are refused.
     With ``shuffle`` the order is seeded by ``seed``.
+
+    ``top_k``: the teacher's stored top-k logits, one entry per text
+    (:func:`shrinklib.distill.top_k.teacher_top_k` with the same ``block_size``); each
+    batch then also holds ``teacher_top_ids`` and ``teacher_top_logits``,
+    ``(batch, length, k)``, zero on the padding, for
+    :func:`~shrinklib.distill.top_k.stored_word_level_distillation`.
     """
     from torch.utils.data import DataLoader
 
@@ -284,12 +290,44 @@ def lm_dataloader(texts: Sequence[str], tokenizer, *, block_size: int = 128, bat
         if len(row) < 2:
             raise ValueError(f"texts[{i}] = {texts[i][:40]!r} gives {len(row)} token(s); a row needs at least 2")
     pad = _pad_id(tokenizer)
+    if top_k is not None:
+        _check_stored_top_k(top_k, rows)
 
-    def collate(batch: list[list[int]]) -> dict[str, torch.Tensor]:
+    def collate(indices: list[int]) -> dict[str, torch.Tensor]:
+        batch = [rows[i] for i in indices]
         width = max(len(r) for r in batch)
         input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in batch])
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in batch])
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
+        out = {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
+        if top_k is not None:
+            k = top_k[0]["ids"].shape[1]
+            for key, field, dtype in (("teacher_top_ids", "ids", torch.int64),
+                                      ("teacher_top_logits", "logits", torch.float32)):
+                padded = torch.zeros(len(batch), width, k, dtype=dtype)
+                for row, i in enumerate(indices):
+                    padded[row, :len(rows[i])] = top_k[i][field]
+                out[key] = padded
+        return out
 
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate)
+    return DataLoader(range(len(rows)), batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=collate)
+
+
+def _check_stored_top_k(top_k, rows: list[list[int]]) -> None:
+    if isinstance(top_k, dict) or not isinstance(top_k, Sequence):
+        raise TypeError(f"top_k must be a sequence of dicts (teacher_top_k's output), got {type(top_k).__name__}")
+    if len(top_k) != len(rows):
+        raise ValueError(f"top_k must hold one entry per text ({len(rows)}), got {len(top_k)}")
+    widths = set()
+    for i, (entry, row) in enumerate(zip(top_k, rows)):
+        if not isinstance(entry, dict) or not {"ids", "logits"} <= set(entry):
+            raise TypeError(f"top_k[{i}] must be a dict with 'ids' and 'logits' (teacher_top_k's output)")
+        shape = tuple(entry["ids"].shape)
+        if len(shape) != 2 or shape != tuple(entry["logits"].shape) or shape[0] != len(row):
+            raise ValueError(f"top_k[{i}] must be ({len(row)}, k) for the {len(row)} tokens of texts[{i}], got "
+                             f"ids {shape} and logits {tuple(entry['logits'].shape)}: compute it with the same "
+                             "tokenizer and block_size")
+        widths.add(shape[1])
+    if len(widths) > 1:
+        raise ValueError(f"every top_k entry must keep one k, got {sorted(widths)}")

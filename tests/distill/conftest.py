@@ -1,6 +1,12 @@
 import pytest
 import torch
 
+import shrinklib  # noqa: F401  (first: it sets TRITON_INTERPRET before transformers can load triton)
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+from transformers import PreTrainedTokenizerFast  # noqa: E402
+
+from shrinklib import zoo
+
 
 @pytest.fixture
 def padded_batch():
@@ -14,5 +20,34 @@ def padded_batch():
             mask[i, width - i:] = 0
         ids[mask == 0] = 0
         return {"input_ids": ids, "attention_mask": mask, "labels": torch.arange(rows) % 2}
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A 64-word whitespace tokenizer matching ``zoo.tiny_llama``: pad 0, bos 1, eos 2.
+
+    Test modules that need another tokenizer define their own ``tokenizer`` fixture."""
+    words = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"] + [f"w{i}" for i in range(60)]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", bos_token="[BOS]",
+                                   eos_token="[EOS]", unk_token="[UNK]")
+
+
+@pytest.fixture
+def peaked_llama():
+    """A maker of ``tiny_llama`` with larger random weights, so greedy text depends on the
+    whole prefix (at the default init it repeats its last token) and left padding would show."""
+
+    def make(seed: int = 1):
+        model = zoo.tiny_llama(seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim == 2:
+                    p.normal_(0, 0.3, generator=g)
+        return model
 
     return make

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 import shrinklib  # noqa: F401  (first: it sets TRITON_INTERPRET before transformers can load triton)
-from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from shrinklib import zoo
 from shrinklib.distill.logits import check_same_vocabulary
@@ -12,28 +11,6 @@ from shrinklib.distill.sequence import (generate_corpus, lm_dataloader, lm_stude
 from shrinklib.train import TrainConfig, fit
 
 EOS = 2
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    """A 64-word whitespace tokenizer matching ``zoo.tiny_llama``: pad 0, bos 1, eos 2."""
-    words = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"] + [f"w{i}" for i in range(60)]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", bos_token="[BOS]",
-                                   eos_token="[EOS]", unk_token="[UNK]")
-
-
-def peaked_llama(seed: int = 1):
-    """``tiny_llama`` with larger random weights, so greedy text depends on the whole prefix
-    (at the default init it repeats its last token) and left padding would show."""
-    model = zoo.tiny_llama(seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.normal_(0, 0.3, generator=g)
-    return model
 
 
 def reference_kd(student, teacher, mask, t):
@@ -94,7 +71,7 @@ def test_mismatched_vocabularies_are_refused():
         word_level_distillation(teacher)(student, batch, student(**batch))
 
 
-def test_word_level_term_is_the_loss_on_the_teacher_logits_and_leaves_the_teacher_alone(tokenizer):
+def test_word_level_term_is_the_loss_on_the_teacher_logits_and_leaves_the_teacher_alone(tokenizer, peaked_llama):
     teacher = peaked_llama()
     student = lm_student(teacher, hidden_size=16, num_layers=1, num_heads=2)
     batch = next(iter(lm_dataloader(["w1 w2 w3 w4 w5", "w9 w8", "w3 w3 w7"], tokenizer, batch_size=3)))
@@ -152,7 +129,7 @@ def greedy_by_hand(model, tokenizer, prompt, steps):
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def test_generate_corpus_greedy_is_the_argmax_loop_for_every_prompt_in_padded_batches(tokenizer):
+def test_generate_corpus_greedy_is_the_argmax_loop_for_every_prompt_in_padded_batches(tokenizer, peaked_llama):
     teacher = peaked_llama()
     prompts = ["w1 w2 w3 w4", "w9", "w7 w8 w5", "[PAD] w3"]  # lengths 4, 1, 3, 2; the last holds the pad id
     texts = generate_corpus(teacher, tokenizer, prompts, max_new_tokens=7, batch_size=3, progress=False)
@@ -166,7 +143,7 @@ def test_generate_corpus_greedy_is_the_argmax_loop_for_every_prompt_in_padded_ba
     assert spaced == "w7  w8   w5" + texts[2][len("w7 w8 w5"):]
 
 
-def test_generate_corpus_sampling_is_seeded_and_beams_run(tokenizer):
+def test_generate_corpus_sampling_is_seeded_and_beams_run(tokenizer, peaked_llama):
     teacher = peaked_llama()
     prompts = ["w1 w2", "w3", "w4 w5 w6"]
     kwargs = dict(max_new_tokens=6, do_sample=True, temperature=2.0, batch_size=2, progress=False)
@@ -197,7 +174,7 @@ def test_lm_dataloader_labels_are_minus_100_exactly_on_padding(tokenizer):
     assert one == [b["input_ids"].tolist() for b in lm_dataloader(texts, tokenizer, batch_size=2, shuffle=True, seed=5)]
 
 
-def test_fit_trains_a_student_with_the_word_level_term_and_the_term_falls(tokenizer):
+def test_fit_trains_a_student_with_the_word_level_term_and_the_term_falls(tokenizer, peaked_llama):
     teacher = peaked_llama()
     corpus = generate_corpus(teacher, tokenizer, ["w1 w2", "w3", "w4 w5 w6", "w7", "w8 w9"], max_new_tokens=8,
                              progress=False)
