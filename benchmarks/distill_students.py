@@ -1,9 +1,10 @@
 """Students of the running example's teacher, trained with and without it: the runs behind chapter 4.
 
-Three students of the MiniLM-L6 teacher (fine-tuned on Rotten Tomatoes):
+Four students of the MiniLM-L6 teacher (fine-tuned on Rotten Tomatoes):
 
-* ``2L``: 2 of the teacher's 6 layers (the 1st and 4th), with its embeddings, pooler and
-  classifier: DistilBERT's initialization (Sanh et al. 2019);
+* ``3L``: 3 of the teacher's 6 layers (the 1st, 3rd and 6th), with its embeddings, pooler
+  and classifier: DistilBERT's initialization (Sanh et al. 2019);
+* ``2L``: 2 of them (the 1st and 4th), the same way;
 * ``1L``: the teacher's first layer alone, the same way;
 * ``BiLSTM``: a one-layer BiLSTM over the teacher's WordPiece vocabulary (Tang et al.
   2019), its embeddings initialized from the teacher's input embeddings in place of
@@ -21,16 +22,16 @@ Each is trained three ways, for the same number of optimizer steps (``--epochs``
 
 ``--seeds`` seeds each (the student's data order and, for the BiLSTM, its initialization).
 Test accuracy on the 1,500 test sentences with a bootstrap 95% interval; the ``KD +
-augmentation`` 2-layer students are also measured after dynamic int8 quantization
-(``2L int8``). Rows go to ``results/distill_students.csv`` (a rerun replaces the rows of
+augmentation`` 3- and 2-layer students are also measured after dynamic int8 quantization
+(``3L int8``, ``2L int8``). Rows go to ``results/distill_students.csv`` (a rerun replaces the rows of
 the same student, training and seed). ``--only latency`` times every student, and the
 4-layer teacher assistant of ``distill_transfer.py``, against the teacher, interleaved over
 ``--rounds`` rounds, at batch 1 and 8 x 64 tokens on 2 threads, under OpenMP's default
 wait policy (see ``ptq_bert.py``), into ``results/distill_latency.csv``, after any training
-of the same process; run it alone on a quiet machine. A plain run does everything (about an hour on 2 cores); the training parts
-can run side by side, one thread each:
+of the same process; run it alone on a quiet machine. A plain run does everything (about
+an hour and a half on 2 cores); the training parts can run side by side, one thread each:
 
-    python benchmarks/distill_students.py --only 2L --threads 1 &
+    python benchmarks/distill_students.py --only 3L,2L --threads 1 &
     python benchmarks/distill_students.py --only 1L,BiLSTM --threads 1
     python benchmarks/distill_students.py --only latency
 """
@@ -61,11 +62,12 @@ from shrinklib.train import TrainConfig, fit  # noqa: E402
 from shrinklib.utils import seed_everything  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-STUDENTS = ("2L", "1L", "BiLSTM")
+STUDENTS = ("3L", "2L", "1L", "BiLSTM")
 TRAININGS = ("labels", "KD", "KD + augmentation")
 KEY = ["student", "training", "seed", "epochs"]
 LATENCY_SHAPES = ((1, 64), (8, 64))
-TEACHER_LAYERS = {"2L": [0, 3], "1L": [0]}
+TEACHER_LAYERS = {"3L": [0, 2, 5], "2L": [0, 3], "1L": [0]}
+INT8 = ("3L", "2L")  # also measured after dynamic int8 quantization
 LATENCY_ONLY = {"4L": [0, 2, 3, 5]}  # timed here, trained as the teacher assistant of distill_transfer.py
 
 
@@ -144,7 +146,9 @@ def row(name, training, seed, model, tokenizer, splits, result=None, **extra) ->
 def run_latency(args, teacher, tokenizer) -> list[dict]:
     models = {"teacher": teacher, **{name: build_student(name, teacher, tokenizer, 0) for name in STUDENTS}}
     models.update({name: distill.student_from_teacher(teacher, layers) for name, layers in LATENCY_ONLY.items()})
-    models["2L int8"] = quant.quantize_embeddings_(quant.quantize_(copy.deepcopy(models["2L"]), quant.Int8Dynamic()))
+    for name in INT8:
+        models[f"{name} int8"] = quant.quantize_embeddings_(quant.quantize_(copy.deepcopy(models[name]),
+                                                                            quant.Int8Dynamic()))
     times = {(name, shape): [] for name in models for shape in LATENCY_SHAPES}
     for _ in range(args.rounds):
         for shape in LATENCY_SHAPES:
@@ -177,9 +181,9 @@ def train_students(args, students, trainings, seeds, teacher, tokenizer, stamp) 
                 settings = {"lr": lr, "kd_loss": loss if training != "labels" else "", "epochs": args.epochs,
                             "temperature": args.temperature, "copies": args.copies, "threads": args.threads, **stamp}
                 rows = [row(name, training, seed, student, tokenizer, splits, result, **settings)]
-                if name == "2L" and training == "KD + augmentation":
+                if name in INT8 and training == "KD + augmentation":
                     int8 = quant.quantize_embeddings_(quant.quantize_(student, quant.Int8Dynamic()))
-                    rows.append(row("2L int8", training, seed, int8, tokenizer, splits, result, **settings))
+                    rows.append(row(f"{name} int8", training, seed, int8, tokenizer, splits, result, **settings))
                 upsert(args.out, rows, KEY)
 
 
@@ -195,7 +199,7 @@ def main() -> None:
     parser.add_argument("--lstm-lr", type=float, default=1e-3)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--copies", type=int, default=2, help="augmented copies of each training sentence")
-    parser.add_argument("--rounds", type=int, default=5, help="latency rounds")
+    parser.add_argument("--rounds", type=int, default=15, help="latency rounds (the 3L int8 student sits near 4x)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per model per latency round")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="first N training sentences only (a quick check)")
