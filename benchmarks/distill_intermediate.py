@@ -37,15 +37,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_students import comma_list, row, steps_for, transfer_sets  # noqa: E402
+from distill_students import comma_list, load_teacher, row, steps_for, transfer_sets  # noqa: E402
 from results_csv import upsert  # noqa: E402
 
-from shrinklib import data, distill, measure, zoo  # noqa: E402
+from shrinklib import data, distill, measure  # noqa: E402
 from shrinklib.train import TrainConfig, fit  # noqa: E402
-from shrinklib.utils import seed_everything  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 PARTS = ("layers", "losses")
@@ -114,10 +111,7 @@ def main() -> None:
         parser.error(f"unknown parts or trainings {unknown}; choose from {PARTS} and {TRAININGS}")
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    torch.set_num_threads(args.threads)
-    seed_everything(0)
-    teacher, tokenizer = zoo.teacher("rt")
-    teacher.eval()
+    teacher, tokenizer = load_teacher(args.threads)
     splits = data.rotten_tomatoes()
     args.steps = steps_for(args.epochs, len(splits["train"]), args.batch_size)
     stamp = measure.provenance()

@@ -81,6 +81,13 @@ def steps_for(epochs: float, sentences: int, batch_size: int) -> int:
     return max(1, round(epochs * -(-sentences // batch_size)))
 
 
+def load_teacher(threads: int):
+    """``(teacher, tokenizer)`` of the running example, after setting ``threads`` and seeding with 0."""
+    torch.set_num_threads(threads)
+    seed_everything(0)
+    return zoo.teacher("rt")  # in eval mode
+
+
 def build_student(name: str, teacher, tokenizer, seed: int):
     if name in TEACHER_LAYERS:
         return distill.student_from_teacher(teacher, TEACHER_LAYERS[name])
@@ -212,10 +219,7 @@ def main() -> None:
         parser.error(f"unknown students or trainings {unknown}; choose from {STUDENTS} + ('latency',) and {TRAININGS}")
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    torch.set_num_threads(args.threads)
-    seed_everything(0)
-    teacher, tokenizer = zoo.teacher("rt")
-    teacher.eval()
+    teacher, tokenizer = load_teacher(args.threads)
     stamp = measure.provenance()
     students = [name for name in chosen if name != "latency"]
     if students:

@@ -45,13 +45,12 @@ import torch
 from datasets import concatenate_datasets, load_from_disk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_students import build_student, comma_list, row, steps_for, transfer_sets  # noqa: E402
+from distill_students import build_student, comma_list, load_teacher, row, steps_for, transfer_sets  # noqa: E402
 from results_csv import upsert  # noqa: E402
 
 from shrinklib import data, distill, measure, serialize, zoo  # noqa: E402
 from shrinklib.cache import cached_folder  # noqa: E402
 from shrinklib.train import TrainConfig, fit  # noqa: E402
-from shrinklib.utils import seed_everything  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 PARTS = ("transfer", "teachers")
@@ -167,10 +166,7 @@ def main() -> None:
         parser.error(f"unknown parts, transfer sets or teachers {unknown}; choose from {PARTS}, {TRANSFERS}, {TEACHERS}")
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    torch.set_num_threads(args.threads)
-    seed_everything(0)
-    teacher, tokenizer = zoo.teacher("rt")
-    teacher.eval()
+    teacher, tokenizer = load_teacher(args.threads)
     splits = data.rotten_tomatoes()
     args.n_train = len(splits["train"])
     args.steps = steps_for(args.epochs, args.n_train, args.batch_size)
