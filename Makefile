@@ -49,10 +49,10 @@ BENCHMARK_HELPERS = benchmarks/kernel_timing.py benchmarks/results_csv.py
 results: prepare
 	@for script in $(filter-out $(GPU_BENCHMARKS) $(BENCHMARK_HELPERS),$(wildcard benchmarks/*.py)); do \
 		echo "== $$script"; $(PYTHON) $$script || exit 1; done
-	@echo "== benchmarks/distill_students.py, the longer BiLSTM and 3L runs"
+	@echo "== benchmarks/distill_students.py, the longer BiLSTM and 3-layer runs"
 	$(PYTHON) benchmarks/distill_students.py --only BiLSTM --trainings "labels,KD + augmentation" --epochs 6
 	$(PYTHON) benchmarks/distill_students.py --only BiLSTM --trainings "KD + augmentation" --epochs 12
-	$(PYTHON) benchmarks/distill_students.py --only 3L --trainings "KD + augmentation" --epochs 3
+	$(PYTHON) benchmarks/distill_students.py --only "3L,3L half-FFN" --trainings "KD + augmentation" --epochs 3
 	@for script in $(GPU_BENCHMARKS); do \
 		if $(PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 			echo "== $$script"; $(PYTHON) $$script || exit 1; \

@@ -1,9 +1,13 @@
 """Students of the running example's teacher, trained with and without it: the runs behind chapter 4.
 
-Four students of the MiniLM-L6 teacher (fine-tuned on Rotten Tomatoes):
+Five students of the MiniLM-L6 teacher (fine-tuned on Rotten Tomatoes):
 
 * ``3L``: 3 of the teacher's 6 layers (the 1st, 3rd and 6th), with its embeddings, pooler
   and classifier: DistilBERT's initialization (Sanh et al. 2019);
+* ``3L half-FFN``: the same, with each feed-forward block cut to the 768 of its 1,536
+  neurons that matter most to the teacher (first-order Taylor importance, chapter 2's
+  ``prune.neuron_importance``, on 256 training sentences) before training: distillation
+  and structured pruning combined;
 * ``2L``: 2 of them (the 1st and 4th), the same way;
 * ``1L``: the teacher's first layer alone, the same way;
 * ``BiLSTM``: a one-layer BiLSTM over the teacher's WordPiece vocabulary (Tang et al.
@@ -23,7 +27,7 @@ Each is trained three ways, for the same number of optimizer steps (``--epochs``
 ``--seeds`` seeds each (the student's data order and, for the BiLSTM, its initialization).
 Test accuracy on the 1,500 test sentences with a bootstrap 95% interval; the ``KD +
 augmentation`` 3- and 2-layer students are also measured after dynamic int8 quantization
-(``3L int8``, ``2L int8``). Rows go to ``results/distill_students.csv`` (a rerun replaces the rows of
+(``3L int8``, ``3L half-FFN int8``, ``2L int8``). Rows go to ``results/distill_students.csv`` (a rerun replaces the rows of
 the same student, training and seed). ``--only latency`` times every student, and the
 4-layer teacher assistant of ``distill_transfer.py``, against the teacher, interleaved over
 ``--rounds`` rounds, at batch 1 and 8 x 64 tokens on 2 threads, under OpenMP's default
@@ -56,18 +60,20 @@ from datasets import concatenate_datasets, load_from_disk  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_csv import upsert  # noqa: E402
 
-from shrinklib import data, distill, measure, quant, zoo  # noqa: E402
+from shrinklib import data, distill, measure, prune, quant, zoo  # noqa: E402
 from shrinklib.cache import cached_folder  # noqa: E402
 from shrinklib.train import TrainConfig, fit  # noqa: E402
 from shrinklib.utils import seed_everything  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-STUDENTS = ("3L", "2L", "1L", "BiLSTM")
+STUDENTS = ("3L", "3L half-FFN", "2L", "1L", "BiLSTM")
 TRAININGS = ("labels", "KD", "KD + augmentation")
 KEY = ["student", "training", "seed", "epochs"]
 LATENCY_SHAPES = ((1, 64), (8, 64))
-TEACHER_LAYERS = {"3L": [0, 2, 5], "2L": [0, 3], "1L": [0]}
-INT8 = ("3L", "2L")  # also measured after dynamic int8 quantization
+TEACHER_LAYERS = {"3L": [0, 2, 5], "3L half-FFN": [0, 2, 5], "2L": [0, 3], "1L": [0]}
+HALF_FFN = ("3L half-FFN",)  # keeps the half of each FFN's neurons the teacher needs most (chapter 2)
+IMPORTANCE_SENTENCES = 256  # training sentences the neurons' importance is measured on
+INT8 = ("3L", "3L half-FFN", "2L")  # also measured after dynamic int8 quantization
 LATENCY_ONLY = {"4L": [0, 2, 3, 5]}  # timed here, trained as the teacher assistant of distill_transfer.py
 
 
@@ -89,6 +95,8 @@ def load_teacher(threads: int):
 
 
 def build_student(name: str, teacher, tokenizer, seed: int):
+    if name in HALF_FFN:
+        return half_ffn_student(teacher, tokenizer, TEACHER_LAYERS[name])
     if name in TEACHER_LAYERS:
         return distill.student_from_teacher(teacher, TEACHER_LAYERS[name])
     seed_everything(seed)
@@ -97,6 +105,22 @@ def build_student(name: str, teacher, tokenizer, seed: int):
     with torch.no_grad():
         student.embedding.weight.copy_(embeddings)
     return student
+
+
+def half_ffn_student(teacher, tokenizer, layers: list[int]):
+    """The teacher's ``layers`` (DistilBERT's initialization), each FFN cut to the half of its neurons that matter most.
+
+    A neuron's importance is its first-order Taylor score in the *teacher* (chapter 2's
+    ``prune.neuron_importance``: the gradient of the task loss at a gate on its activation)
+    on the first ``IMPORTANCE_SENTENCES`` training sentences; the student keeps, in each of
+    its layers, the higher-scoring half of that teacher layer's neurons.
+    """
+    sentences = data.rotten_tomatoes()["train"].select(range(IMPORTANCE_SENTENCES))
+    scores = prune.neuron_importance(teacher, list(data.dataloader(sentences, tokenizer, batch_size=32)))
+    student = distill.student_from_teacher(teacher, layers)
+    keep = {i: torch.argsort(scores[layer], descending=True)[: scores[layer].numel() // 2].tolist()
+            for i, layer in enumerate(layers)}
+    return prune.prune_neurons_(student, keep)
 
 
 def transfer_sets(teacher, tokenizer, splits, copies: int, seed: int):
