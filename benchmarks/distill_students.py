@@ -27,13 +27,14 @@ Each is trained three ways, for the same number of optimizer steps (``--epochs``
 ``--seeds`` seeds each (the student's data order and, for the BiLSTM, its initialization).
 Test accuracy on the 1,500 test sentences with a bootstrap 95% interval; the ``KD +
 augmentation`` 3- and 2-layer students are also measured after dynamic int8 quantization
-(``3L int8``, ``3L half-FFN int8``, ``2L int8``). Rows go to ``results/distill_students.csv`` (a rerun replaces the rows of
-the same student, training and seed). ``--only latency`` times every student, and the
-4-layer teacher assistant of ``distill_transfer.py``, against the teacher, interleaved over
-``--rounds`` rounds, at batch 1 and 8 x 64 tokens on 2 threads, under OpenMP's default
-wait policy (see ``ptq_bert.py``), into ``results/distill_latency.csv``, after any training
-of the same process; run it alone on a quiet machine. A plain run does everything (about
-an hour and a half on 2 cores); the training parts can run side by side, one thread each:
+(``3L int8``, ``3L half-FFN int8``, ``2L int8``). Rows go to
+``results/distill_students.csv`` (a rerun replaces the rows of the same student, training
+and seed). ``--only latency`` times every student, and the 4-layer teacher assistant of
+``distill_transfer.py``, against the teacher, interleaved over ``--rounds`` rounds, at batch
+1 and 8 x 64 tokens on 2 threads, under OpenMP's default wait policy (see ``ptq_bert.py``),
+into ``results/distill_latency.csv``, after any training of the same process; run it alone
+on a quiet machine. A plain run does everything (about two hours on 2 cores); the training
+parts can run side by side, one thread each:
 
     python benchmarks/distill_students.py --only 3L,2L --threads 1 &
     python benchmarks/distill_students.py --only 1L,BiLSTM --threads 1
