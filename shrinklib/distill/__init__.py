@@ -10,6 +10,8 @@
 * :mod:`~shrinklib.distill.intermediate` - DistilBERT, Patient KD, TinyBERT and MiniLM
   losses, and :mod:`~shrinklib.distill.intermediate_distillation` the ``fit`` term that
   combines them;
+* :mod:`~shrinklib.distill.pruned_student` - a student from the teacher's layers with its FFNs
+  pruned to the neurons the teacher needs most (distillation and structured pruning);
 * :mod:`~shrinklib.distill.augment` - data for the student: augmentation (Tang et al.,
   TinyBERT) and unlabelled sentences labelled by the teacher;
 * :mod:`~shrinklib.distill.sequence` - word- and sequence-level distillation of a
@@ -45,6 +47,7 @@ from shrinklib.distill.sequence import (
     word_level_distillation,
 )
 from shrinklib.distill.student import bert_backbone, bert_student, student_from_teacher
+from shrinklib.distill.pruned_student import student_with_pruned_ffn
 from shrinklib.distill.teachers import ensemble_soft_targets, multi_teacher_distillation
 from shrinklib.distill.top_k import (
     stored_word_level_distillation,
@@ -58,7 +61,7 @@ __all__ = [
     "vocabulary_size", "check_same_vocabulary", "teacher_term",
     "ensemble_soft_targets", "multi_teacher_distillation",
     "layer_map", "check_layer_map",
-    "bert_backbone", "student_from_teacher", "bert_student",
+    "bert_backbone", "student_from_teacher", "bert_student", "student_with_pruned_ffn",
     "hidden_cosine_loss", "pkd_loss", "hidden_mse_loss", "attention_mse_loss", "minilm_attention_loss",
     "minilm_value_loss", "IntermediateDistillation",
     "AugmentConfig", "WordNeighbours", "augment", "unlabelled_sentences", "teacher_labelled",
