@@ -61,7 +61,7 @@ from datasets import concatenate_datasets, load_from_disk  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_csv import upsert  # noqa: E402
 
-from shrinklib import data, distill, measure, prune, quant, zoo  # noqa: E402
+from shrinklib import data, distill, measure, quant, zoo  # noqa: E402
 from shrinklib.cache import cached_folder  # noqa: E402
 from shrinklib.train import TrainConfig, fit  # noqa: E402
 from shrinklib.utils import seed_everything  # noqa: E402
@@ -111,17 +111,12 @@ def build_student(name: str, teacher, tokenizer, seed: int):
 def half_ffn_student(teacher, tokenizer, layers: list[int]):
     """The teacher's ``layers`` (DistilBERT's initialization), each FFN cut to the half of its neurons that matter most.
 
-    A neuron's importance is its first-order Taylor score in the *teacher* (chapter 2's
-    ``prune.neuron_importance``: the gradient of the task loss at a gate on its activation)
-    on the first ``IMPORTANCE_SENTENCES`` training sentences; the student keeps, in each of
-    its layers, the higher-scoring half of that teacher layer's neurons.
+    ``distill.student_with_pruned_ffn``: the neurons' first-order Taylor importance in the
+    *teacher*, on the first ``IMPORTANCE_SENTENCES`` training sentences.
     """
     sentences = data.rotten_tomatoes()["train"].select(range(IMPORTANCE_SENTENCES))
-    scores = prune.neuron_importance(teacher, list(data.dataloader(sentences, tokenizer, batch_size=32)))
-    student = distill.student_from_teacher(teacher, layers)
-    keep = {i: torch.argsort(scores[layer], descending=True)[: scores[layer].numel() // 2].tolist()
-            for i, layer in enumerate(layers)}
-    return prune.prune_neurons_(student, keep)
+    batches = list(data.dataloader(sentences, tokenizer, batch_size=32))
+    return distill.student_with_pruned_ffn(teacher, layers, batches, keep=0.5)
 
 
 def transfer_sets(teacher, tokenizer, splits, copies: int, seed: int):
