@@ -83,6 +83,27 @@ class _Captured(Exception):
     pass
 
 
+def _is_cache(name: str, value) -> bool:
+    """A key/value cache, whatever transformers calls it (``past_key_values``, ``layer_past``, and
+    ``cache`` since transformers 5.24): by its name, or by being a ``transformers`` ``Cache``."""
+    if "past_key" in name or name in ("layer_past", "cache"):
+        return True
+    try:
+        from transformers.cache_utils import Cache
+    except ImportError:  # a plain nn.Module stack with no transformers installed
+        return False
+    return isinstance(value, Cache)
+
+
+def _without_cache(kwargs: dict) -> dict:
+    """A layer's keyword arguments with its cache removed and ``use_cache`` off.
+
+    A cache object grows each time a layer is re-run, so a layer run twice on the same
+    batch (for its statistics, then pruned) would attend to its own earlier keys too.
+    """
+    return {k: None if _is_cache(k, v) else False if k == "use_cache" else v for k, v in kwargs.items()}
+
+
 @torch.no_grad()
 def sequential_statistics(model: nn.Module, batches: Iterable[dict], modules: dict[str, nn.Linear],
                           prune_fn: Callable[[dict[str, InputStats]], None], *, gram: bool = False,
@@ -105,10 +126,7 @@ def sequential_statistics(model: nn.Module, batches: Iterable[dict], modules: di
     captured: list[tuple[tuple, dict]] = []
 
     def capture(module, args, kwargs):
-        # A cache object would grow each time a layer is re-run: the layers run without one.
-        kwargs = {k: (None if "past_key" in k or k == "layer_past" else False if k == "use_cache" else v)
-                  for k, v in kwargs.items()}
-        captured.append((args, kwargs))
+        captured.append((args, _without_cache(kwargs)))
         raise _Captured
 
     def first_layer_inputs(batch):
