@@ -57,7 +57,6 @@ PARTS = ("transfer", "teachers")
 TRANSFERS = ("train", "train + unlabelled", "train + augmentation + unlabelled")
 TEACHERS = ("4L assistant", "two teachers", "second teacher")
 KEY = ["student", "transfer", "teacher", "seed", "epochs"]
-SECOND_TEACHER = zoo.TeacherRecipe(seed=1)
 HAMLET = 1500  # of its 1,536 distinct sentences
 
 
@@ -133,8 +132,8 @@ def teacher_sets(args, names, teacher, tokenizer, splits, augmented, settings) -
                                  teacher="teacher", layers=str(info["layers"]), assistant_steps=info["steps"],
                                  **settings))
     if {"two teachers", "second teacher"} & set(names):
-        second, _ = zoo.teacher("rt", recipe=SECOND_TEACHER)
-        sets["second teacher"] = labelled_by(second, tokenizer, texts, f"teacher-{SECOND_TEACHER.key()}")
+        second, _ = zoo.teacher("rt", recipe=zoo.SECOND_TEACHER)
+        sets["second teacher"] = labelled_by(second, tokenizer, texts, f"teacher-{zoo.SECOND_TEACHER.key()}")
         sets["two teachers"] = averaged(augmented, sets["second teacher"])
         rows.append(transfer_row("second teacher", "train", 1, second, tokenizer, splits, teacher="gold labels",
                                  **settings))

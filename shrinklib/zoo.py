@@ -100,6 +100,14 @@ class TeacherRecipe:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
+SECOND_TEACHER = TeacherRecipe(seed=1)
+"""The running example's recipe with another seed: the second teacher of notebook 4.5 and of
+``benchmarks/distill_transfer.py``. ``python -m shrinklib prepare`` builds it with the first."""
+
+PREPARED_TEACHERS = (TeacherRecipe(), SECOND_TEACHER)
+"""The teachers ``python -m shrinklib prepare`` (``make prepare``) builds, so that notebooks only load them."""
+
+
 def _slug(name) -> str:
     return "minilm" if name is None else re.sub(r"[^A-Za-z0-9]+", "-", str(name)).strip("-")[-40:]
 

@@ -198,6 +198,27 @@ def test_notebook_names_the_repository_only_in_its_setup_cell(path):
     )
 
 
+TEACHER_RECIPE = re.compile(r"\brecipe=([^,)]+)")  # a keyword argument, as PEP 8 writes it
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NB_IDS)
+def test_notebook_trains_no_teacher(path):
+    """A notebook loads the teachers ``make prepare`` builds (zoo.PREPARED_TEACHERS); training one
+    more would take about ten minutes, far past the notebook budget."""
+    code = "\n".join(_source(c) for c in _load_nb(path)["cells"] if c["cell_type"] == "code")
+    recipes = {m.group(1).strip() for m in TEACHER_RECIPE.finditer(code)}
+    assert "TeacherRecipe(" not in code and recipes <= {"zoo.SECOND_TEACHER"}, (
+        f"{path.name} asks for a teacher recipe make prepare does not build: {sorted(recipes)}"
+    )
+
+
+def test_prepare_builds_the_second_teacher():
+    from shrinklib import zoo
+
+    assert zoo.PREPARED_TEACHERS == (zoo.TeacherRecipe(), zoo.SECOND_TEACHER)
+    assert zoo.SECOND_TEACHER.seed != zoo.TeacherRecipe().seed
+
+
 # ---------------------------------------------------------------------------------------
 # configuration and citations
 # ---------------------------------------------------------------------------------------
