@@ -28,6 +28,8 @@ from shrinklib.quant.linear import (
     QuantLinear,
     WeightOnly,
     calibrate_,
+    cpu_int_mm_is_exact,
+    int8_matmul,
     quant_layers,
     quantize_,
     quantize_per_token,
@@ -55,6 +57,7 @@ __all__ = [
     "ROUNDINGS", "choose_qparams", "dequantize", "fake_quantize", "fake_quantize_weight", "group_view", "num_groups", "qparams_from_range", "qrange",
     "quantize", "sqnr", "storage_dtype",
     "ClusteredLinear", "PQEmbedding", "cluster_", "kmeans", "pq_embeddings_", "QATConfig", "QATLinear", "convert_qat_", "qat_", "qat_layers", "awq_", "awq_clip", "awq_search", "search_clip", "smoothing_factors", "smoothquant_", "gptq_", "gptq_quantize", "QuantEmbedding", "quantize_embeddings_", "MODES", "Int8Dynamic", "Int8Static", "LLMInt8", "QuantLinear", "WeightOnly",
-    "calibrate_", "quant_layers", "quantize_", "quantize_per_token",
+    "calibrate_", "cpu_int_mm_is_exact", "int8_matmul", "quant_layers", "quantize_",
+    "quantize_per_token",
     "RANGE_METHODS", "calibrate_range", "entropy_range", "minmax_range", "mse_range", "percentile_range",
 ]

@@ -1,4 +1,8 @@
 import copy
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,6 +18,7 @@ from shrinklib.quant.linear import (
     QuantLinear,
     WeightOnly,
     calibrate_,
+    int8_matmul,
     quant_layers,
     quantize_,
     quantize_per_token,
@@ -59,6 +64,37 @@ def test_dynamic_int8_matches_the_integer_arithmetic_written_out():
     expected = (acc.float() * x_scale[:, None] * q.scale.reshape(1, -1) + lin.bias).reshape(3, 5, 45)
     assert torch.allclose(q(x), expected, atol=1e-5)
     assert sqnr(lin(x).detach(), q(x).detach()) > 35
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 384, 1536), (7, 96, 45), (33, 1536, 384), (5, 3, 2)])
+def test_int8_matmul_is_exact_over_the_full_int8_range(m, k, n):
+    g = torch.Generator().manual_seed(m)
+    x_q = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
+    w_q = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
+    w_q[0] = -128  # the extremes too
+    assert torch.equal(int8_matmul(x_q, w_q), x_q.long().matmul(w_q.long().T).int())
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN's x86 int8 kernels")
+def test_int8_matmul_is_exact_where_onednn_saturates():
+    """On a CPU without VNNI (here imitated by capping oneDNN at AVX2) torch._int_mm saturates
+    16-bit pair sums; the probe says so and int8_matmul stays exact. Run in a child process,
+    because oneDNN reads its ISA cap once."""
+    code = """
+import torch
+from shrinklib.quant import cpu_int_mm_is_exact, int8_matmul
+g = torch.Generator().manual_seed(0)
+x = torch.randint(-128, 128, (40, 384), generator=g, dtype=torch.int8)
+w = torch.randint(-128, 128, (96, 384), generator=g, dtype=torch.int8)
+exact = x.long().matmul(w.long().T).int()
+assert cpu_int_mm_is_exact() == torch.equal(torch._int_mm(x, w.T), exact)
+assert not cpu_int_mm_is_exact(), "oneDNN capped at AVX2 was expected to saturate"
+assert torch.equal(int8_matmul(x, w), exact)
+print("ok")
+"""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
