@@ -60,7 +60,10 @@ def test_two_teachers_kl_written_out_and_no_teacher_gradient(padded_batch):
              zip(_softmax_by_hand(z[0][i].tolist(), t), _softmax_by_hand(z[1][i].tolist(), t))]
         q = _softmax_by_hand(outputs.logits[i].tolist(), t)
         kl += sum(pc * (math.log(pc) - math.log(qc)) for pc, qc in zip(p, q))
-    assert value.item() > 1e-3 and value.item() == pytest.approx(0.5 * t * t * kl / 6, rel=1e-5)
+    # the library's float32 KL sums terms p log p and p log q a few hundred times larger than the KL
+    # itself, so float32 rounding (1e-7 of each) reaches a few 1e-5 of it (1.3e-5 seen under
+    # ATEN_CPU_CAPABILITY=default): rel=1e-4
+    assert value.item() > 1e-3 and value.item() == pytest.approx(0.5 * t * t * kl / 6, rel=1e-4)
     value.backward()
     assert all(p.grad is None for teacher in teachers for p in teacher.parameters())
     assert student.classifier.weight.grad is not None
