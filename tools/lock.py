@@ -66,7 +66,7 @@ def installed_closure() -> dict[str, str]:
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
-            raise SystemExit(f"{req.name} is required ({req}) but not installed: run make install first") from None
+            raise LookupError(f"{req.name} is required ({req}) but not installed: run make install first") from None
         versions[name] = dist.version
         key = (name, frozenset(req.extras))
         if not follow or key in expanded:
