@@ -40,15 +40,19 @@ prepare: install
 book: prepare
 	jupyter-book build .
 
-## test: unit tests, book rules, the structural build, and every notebook, two at a time.
+## test: unit tests, book rules, the structural build, and every notebook, two at a time;
+## then the unit tests again under another CPU dispatch (see test-cpu-dispatch; a minute).
 ## PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS=--durations=0 for every cell's time.
 PYTEST = $(PYTHON) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-cell-timeout=900 $(PYTEST_ARGS) tests $(NOTEBOOKS)
 test: prepare
 	$(PYTEST)
+	$(CPU_DISPATCH) $(PYTHON) -m pytest -n 2 --dist loadfile -m "not book" tests
 
 ## test-cpu-dispatch: the whole suite again as a machine with another CPU computes it:
-## torch's plain (non-vectorized) kernels, and at most AVX2 in MKL and oneDNN. Floating-point
-## sums come out in another order, so an assert tuned to one machine's rounding fails here.
+## torch's plain (non-vectorized) kernels, and at most AVX2 in MKL and oneDNN (so oneDNN's
+## int8 kernels lose VNNI). Floating-point sums come out in another order, so an assert
+## tuned to one machine's rounding fails here. With the notebooks it takes longer than
+## make test, which keeps only the unit tests of it.
 CPU_DISPATCH = ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 test-cpu-dispatch: prepare
 	$(CPU_DISPATCH) $(PYTEST)
