@@ -1,0 +1,112 @@
+"""Argument checks every family shares.
+
+DESIGN.md's rule for bad input: a ``ValueError``/``TypeError`` that names the argument,
+the value and what is allowed; nothing silently clamped. These functions are that rule
+written once. Each returns the checked value (as ``int``/``float`` where it converts), so a
+caller writes ``self.sparsity = check_sparsity(sparsity)``.
+
+``bool`` is a subclass of ``int`` in Python, so ``True`` would pass ``isinstance(x, int)``;
+every number check here refuses it, which is why callers never write that guard themselves.
+The ``what`` argument keeps each message in the words its module always used
+("a number in [0, 1)", "an int >= 1"); the default says the same thing more generically.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from numbers import Real
+
+import torch
+
+
+def is_int(value) -> bool:
+    """``True`` for an ``int`` that is not a ``bool``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """``True`` for a real number (int, float, numpy scalar) that is not a ``bool``."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None,
+              what: str | None = None) -> int:
+    """``value`` if it is an int (not a bool) within ``[minimum, maximum]``, else ``ValueError``."""
+    if (not is_int(value) or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)):
+        if what is None:
+            bounds = [f">= {minimum}"] * (minimum is not None) + [f"<= {maximum}"] * (maximum is not None)
+            what = " and ".join(["an int", *bounds]) if len(bounds) < 2 else f"an int from {minimum} to {maximum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` if it is an int >= 1, else a ValueError naming ``name``."""
+    return check_int(name, value, minimum=1, what="an int >= 1")
+
+
+def check_number(name: str, value, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, what: str | None = None) -> float:
+    """``float(value)`` if it is a finite real number (not a bool) in the stated interval.
+
+    ``low``/``high`` are the bounds, closed unless ``low_open``/``high_open``: ``low=0,
+    high=1, high_open=True`` is ``[0, 1)``. A nan is never in an interval.
+    """
+    inside = is_number(value) and math.isfinite(value)
+    if inside and low is not None:
+        inside = value > low if low_open else value >= low
+    if inside and high is not None:
+        inside = value < high if high_open else value <= high
+    if not inside:
+        if what is None:
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            lo = "-inf" if low is None else f"{low:g}"
+            hi = "inf" if high is None else f"{high:g}"
+            what = f"a number in {left}{lo}, {hi}{right}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` if it is a ``bool`` (not 0/1 or a string), else ``TypeError``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, allowed: Iterable) -> object:
+    """``value`` if it is one of ``allowed``, else ``ValueError`` listing them."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def check_sparsity(sparsity) -> float:
+    """The fraction of weights to remove: a number in ``[0, 1)`` (1 would remove everything)."""
+    return check_number("sparsity", sparsity, low=0, high=1, high_open=True, what="a number in [0, 1)")
+
+
+def check_temperature(temperature) -> float:
+    """A softmax temperature: a number > 0."""
+    return check_number("temperature", temperature, low=0, low_open=True, what="a number > 0")
+
+
+def check_weight(weight, name: str = "weight") -> float:
+    """A loss weight: a number >= 0."""
+    return check_number(name, weight, low=0, what="a number >= 0")
+
+
+def check_tensor(x, name: str = "x") -> torch.Tensor:
+    """``x`` if it is a non-empty, finite, floating-point tensor (what a quantizer can range)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty: there is nothing to choose a range from")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds inf or nan; a quantization range needs finite values")
+    return x

@@ -1,0 +1,61 @@
+"""The shared argument checks: bools refused as numbers, intervals open or closed as asked."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from shrinklib import _checks
+
+
+@pytest.mark.parametrize("value", [True, False, 1.0, "3", None, 0])
+def test_check_positive_int_refuses_what_is_not_a_positive_int(value):
+    with pytest.raises(ValueError, match=r"blocks must be an int >= 1, got"):
+        _checks.check_positive_int("blocks", value)
+
+
+def test_check_int_bounds_and_default_message():
+    assert _checks.check_int("k", 3, minimum=2, maximum=3) == 3
+    with pytest.raises(ValueError, match=r"k must be an int from 2 to 3, got 4"):
+        _checks.check_int("k", 4, minimum=2, maximum=3)
+    with pytest.raises(ValueError, match=r"k must be an int >= 2, got 1"):
+        _checks.check_int("k", 1, minimum=2)
+
+
+@pytest.mark.parametrize("value, ok", [(0, True), (0.5, True), (np.float32(0.25), True), (1, False),
+                                       (-0.01, False), (True, False), (math.nan, False), ("0.5", False)])
+def test_check_sparsity_is_the_half_open_unit_interval(value, ok):
+    if ok:
+        assert _checks.check_sparsity(value) == pytest.approx(float(value))
+    else:
+        with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
+            _checks.check_sparsity(value)
+
+
+def test_check_number_open_bounds_and_default_message():
+    with pytest.raises(ValueError, match=r"t must be a number in \(0, inf\], got 0"):
+        _checks.check_number("t", 0, low=0, low_open=True)
+    assert _checks.check_temperature(2) == 2.0
+    with pytest.raises(ValueError, match="temperature must be a number > 0"):
+        _checks.check_temperature(0.0)
+    with pytest.raises(ValueError, match="alpha must be a number >= 0"):
+        _checks.check_weight(-1, "alpha")
+
+
+def test_check_bool_and_choice():
+    assert _checks.check_bool("shuffle", False) is False
+    with pytest.raises(TypeError, match="shuffle must be True or False, got 1"):
+        _checks.check_bool("shuffle", 1)
+    with pytest.raises(ValueError, match="scope must be one of 'layer', 'global', got 'all'"):
+        _checks.check_choice("scope", "all", ("layer", "global"))
+
+
+@pytest.mark.parametrize("x, error, message", [
+    ([1.0], TypeError, "must be a torch.Tensor"),
+    (torch.empty(0), ValueError, "is empty"),
+    (torch.ones(2, dtype=torch.int8), TypeError, "floating-point"),
+    (torch.tensor([1.0, math.inf]), ValueError, "inf or nan"),
+])
+def test_check_tensor_refuses_what_cannot_be_ranged(x, error, message):
+    with pytest.raises(error, match=message):
+        _checks.check_tensor(x, "w")
