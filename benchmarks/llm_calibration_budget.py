@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from llm_oneshot_pruning import EVAL_CHARS, prune_one_pass  # noqa: E402
 from shrinklib import data, measure, prune, zoo  # noqa: E402
-from shrinklib.prune.calibration import input_statistics  # noqa: E402
+from shrinklib.calibration import input_statistics  # noqa: E402
 from shrinklib.utils import seed_everything  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "llm_calibration_budget.csv"

@@ -35,8 +35,11 @@ def check_int(name: str, value, *, minimum: int | None = None, maximum: int | No
     if (not is_int(value) or (minimum is not None and value < minimum)
             or (maximum is not None and value > maximum)):
         if what is None:
-            bounds = [f">= {minimum}"] * (minimum is not None) + [f"<= {maximum}"] * (maximum is not None)
-            what = " and ".join(["an int", *bounds]) if len(bounds) < 2 else f"an int from {minimum} to {maximum}"
+            if minimum is not None and maximum is not None:
+                what = f"an int from {minimum} to {maximum}"
+            else:
+                bound = "" if minimum is None and maximum is None else f" >= {minimum}" if maximum is None else f" <= {maximum}"
+                what = f"an int{bound}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return value
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bz2
 import csv
 import io
+from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
@@ -28,6 +29,8 @@ RT_SIZES = {"train": 10_252, "validation": 1_000, "test": 1_500}
 BBC_LABELS = ("business", "entertainment", "politics", "sport", "tech")
 LM_TEXTS = ("hamlet", "bbc_news", "rt_plots")
 LM_PARTS = ("all", "calibration", "evaluation")
+#: Batch keys that only a loss reads, never the model: a distillation teacher's stored targets.
+LOSS_ONLY_KEYS = ("teacher_logits", "teacher_top_ids", "teacher_top_logits")
 
 
 def _check_choice(argument: str, value, allowed) -> None:
@@ -242,6 +245,20 @@ def dataloader(dataset, tokenizer, *, batch_size: int = 32, shuffle: bool = Fals
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate(tokenizer))
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate(tokenizer))
+
+
+def model_inputs(batch, *, labels: bool = False) -> dict:
+    """The part of ``batch`` that the model's forward takes, as a new dict.
+
+    A batch from :func:`dataloader` may carry keys the model must not see: the stored
+    teacher targets of distillation (:data:`LOSS_ONLY_KEYS`), read only by a loss, and
+    ``labels``. With ``labels=True`` the labels stay, so a Hugging Face model computes its
+    own loss (training); without, the forward pass only predicts (calibration, a teacher).
+    """
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"batch must be a mapping of input names to tensors, got {type(batch).__name__}")
+    dropped = LOSS_ONLY_KEYS if labels else (*LOSS_ONLY_KEYS, "labels")
+    return {k: v for k, v in batch.items() if k not in dropped}
 
 
 def lm_blocks(text: str, tokenizer, *, block_size: int = 256, max_blocks: int | None = None) -> torch.Tensor:

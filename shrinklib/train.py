@@ -26,11 +26,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from shrinklib.data import model_inputs
 from shrinklib.utils import seed_everything
 
 LossTerm = Callable[[nn.Module, dict, Any], torch.Tensor]
-# Batch entries for the loss terms only, not passed to the model (stored teacher predictions).
-LOSS_ONLY_KEYS = ("teacher_logits", "teacher_top_ids", "teacher_top_logits")
 
 
 @dataclass(frozen=True)
@@ -171,7 +170,7 @@ def _evaluate_prepared(model, loader, accelerator) -> dict[str, float]:
     model.eval()
     correct, total, loss_sum = 0, 0, 0.0
     for batch in loader:
-        outputs = model(**{k: v for k, v in batch.items() if k not in LOSS_ONLY_KEYS})
+        outputs = model(**model_inputs(batch, labels=True))
         preds, labels = accelerator.gather_for_metrics((outputs.logits.argmax(-1), batch["labels"]))
         correct += (preds == labels).sum().item()
         total += labels.numel()
@@ -267,7 +266,7 @@ def fit(
                mininterval=2.0, dynamic_ncols=True)
     while step < total:
         for batch in loader:
-            outputs = model(**{k: v for k, v in batch.items() if k not in LOSS_ONLY_KEYS})
+            outputs = model(**model_inputs(batch, labels=True))
             terms = {}
             if config.task_loss_weight:
                 if outputs.loss is None:

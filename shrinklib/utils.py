@@ -69,6 +69,22 @@ def matching_modules(model: nn.Module, filter_fn: FilterFn | None = None) -> Ite
             yield fqn, module
 
 
+def weighted_modules(model: nn.Module, filter_fn: FilterFn | None = None, *,
+                     what: str = "layer to change") -> dict[str, nn.Module]:
+    """``{fqn: module}`` of the modules ``filter_fn`` picks that have a floating-point weight.
+
+    The layers a pruning or quantization transform works on. The default ``filter_fn`` is
+    :func:`encoder_linears` (the body's Linear layers, not the head). A model with none
+    raises ``ValueError`` that says ``no {what}``.
+    """
+    picked = {fqn: m for fqn, m in matching_modules(model, filter_fn)
+              if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.is_floating_point()}
+    if not picked:
+        raise ValueError(f"no {what}: filter_fn picked no module with a floating-point weight in this "
+                         f"{type(model).__name__}")
+    return picked
+
+
 def replace_modules_(
     model: nn.Module,
     filter_fn: FilterFn | None,

@@ -88,3 +88,13 @@ def test_lm_blocks():
         data.lm_blocks("too short", tokenizer, block_size=64)
     with pytest.raises(ValueError, match="block_size must be >= 2"):
         data.lm_blocks("x", tokenizer, block_size=1)
+
+
+def test_model_inputs_keeps_what_the_forward_takes():
+    batch = {"input_ids": 1, "attention_mask": 2, "labels": 3, "teacher_logits": 4, "teacher_top_ids": 5,
+             "teacher_top_logits": 6}
+    assert data.model_inputs(batch) == {"input_ids": 1, "attention_mask": 2}
+    assert data.model_inputs(batch, labels=True) == {"input_ids": 1, "attention_mask": 2, "labels": 3}
+    assert "labels" in batch  # a new dict; the batch is untouched
+    with pytest.raises(TypeError, match="batch must be a mapping"):
+        data.model_inputs([1, 2])

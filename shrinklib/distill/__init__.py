@@ -37,7 +37,6 @@ from shrinklib.distill.logits import (
     soft_target_loss,
     stored_logit_distillation,
     teacher_term,
-    vocabulary_size,
 )
 from shrinklib.distill.sequence import (
     generate_corpus,
@@ -46,7 +45,7 @@ from shrinklib.distill.sequence import (
     token_distillation_loss,
     word_level_distillation,
 )
-from shrinklib.distill.student import bert_backbone, bert_student, student_from_teacher
+from shrinklib.distill.student import bert_student, student_from_teacher
 from shrinklib.distill.pruned_student import student_with_pruned_ffn
 from shrinklib.distill.teachers import ensemble_soft_targets, multi_teacher_distillation
 from shrinklib.distill.top_k import (
@@ -58,10 +57,10 @@ from shrinklib.distill.top_k import (
 
 __all__ = [
     "soft_target_loss", "logit_mse_loss", "logit_distillation", "stored_logit_distillation", "distill",
-    "vocabulary_size", "check_same_vocabulary", "teacher_term",
+    "check_same_vocabulary", "teacher_term",
     "ensemble_soft_targets", "multi_teacher_distillation",
     "layer_map", "check_layer_map",
-    "bert_backbone", "student_from_teacher", "bert_student", "student_with_pruned_ffn",
+    "student_from_teacher", "bert_student", "student_with_pruned_ffn",
     "hidden_cosine_loss", "pkd_loss", "hidden_mse_loss", "attention_mse_loss", "minilm_attention_loss",
     "minilm_value_loss", "IntermediateDistillation",
     "AugmentConfig", "WordNeighbours", "augment", "unlabelled_sentences", "teacher_labelled",

@@ -27,8 +27,9 @@ from shrinklib.distill.intermediate import (
 )
 from shrinklib.distill.layer_map import check_layer_map
 from shrinklib.distill.layer_map import layer_map as make_layer_map
-from shrinklib.distill.logits import NOT_FOR_THE_TEACHER, check_same_vocabulary
-from shrinklib.distill.student import bert_backbone
+from shrinklib.distill.logits import check_same_vocabulary
+from shrinklib.arch import attention_modules, bert_backbone
+from shrinklib.data import model_inputs
 
 LOSSES = ("embedding", "hidden", "attention", "cosine", "pkd", "minilm_attention", "minilm_value")
 
@@ -48,7 +49,8 @@ def _check_weights(weights) -> dict[str, float]:
 
 
 def _linear(backbone: nn.Module, layer: int, kind: str, name: str) -> nn.Linear:
-    module = getattr(getattr(getattr(backbone.encoder.layer[layer], "attention", None), "self", None), kind, None)
+    found = attention_modules(backbone.encoder.layer[layer])
+    module = getattr(found[0], kind, None) if len(found) == 1 else None
     if not isinstance(module, nn.Linear):
         raise TypeError(f"{name}'s layer {layer} has no attention.self.{kind} Linear layer, which the attention "
                         "and MiniLM losses read")
@@ -181,7 +183,7 @@ class IntermediateDistillation(nn.Module):
             raise RuntimeError("this IntermediateDistillation was removed; build a new one")
         if not isinstance(batch, Mapping) or "input_ids" not in batch:
             raise TypeError("batch must be a dict of tensors with 'input_ids' (and 'attention_mask')")
-        inputs = {k: v for k, v in batch.items() if k not in NOT_FOR_THE_TEACHER}
+        inputs = model_inputs(batch)
         mask = inputs.get("attention_mask")
         if mask is None:
             mask = torch.ones_like(inputs["input_ids"])

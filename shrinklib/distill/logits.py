@@ -32,11 +32,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from shrinklib import train
+from shrinklib.arch import vocab_size
+from shrinklib.data import model_inputs
 from shrinklib.train import TrainConfig
 
 LOSSES = ("kl", "mse")
 #: Batch keys a teacher is not given: the labels, and logits stored beforehand.
-NOT_FOR_THE_TEACHER = ("labels", "teacher_logits")
 
 
 def _check_temperature(temperature) -> float:
@@ -93,40 +94,13 @@ def _distillation_loss(student_logits, teacher_logits, loss: str, temperature: f
 # One vocabulary for student and teacher
 
 
-def vocabulary_size(model: nn.Module) -> int | None:
-    """Rows of ``model``'s input embedding, or ``config.vocab_size``; None if it has neither.
-
-    Looks at ``get_input_embeddings()`` (Hugging Face models), then an ``embedding``
-    attribute (:class:`shrinklib.lstm.BiLSTMClassifier`), then ``config.vocab_size``.
-    A wrapper with ``.module`` (DistributedDataParallel) is looked through.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    while isinstance(model, nn.parallel.DistributedDataParallel):
-        model = model.module
-    candidates = []
-    get = getattr(model, "get_input_embeddings", None)
-    if callable(get):
-        try:
-            candidates.append(get())
-        except (NotImplementedError, AttributeError):
-            pass
-    candidates.append(getattr(model, "embedding", None))
-    for embedding in candidates:
-        rows = getattr(embedding, "num_embeddings", None)
-        if isinstance(embedding, nn.Module) and isinstance(rows, int):
-            return rows
-    size = getattr(getattr(model, "config", None), "vocab_size", None)
-    return size if isinstance(size, int) and not isinstance(size, bool) else None
-
-
 def check_same_vocabulary(student: nn.Module, teacher: nn.Module, *, teacher_name: str = "teacher") -> None:
-    """``ValueError`` when both vocabulary sizes are known and differ (see :func:`vocabulary_size`).
+    """``ValueError`` when both vocabulary sizes are known and differ (see :func:`shrinklib.arch.vocab_size`).
 
     The teacher is fed the student's input ids, so the two must share a tokenizer; a
     size mismatch is the part of that which can be checked.
     """
-    student_size, teacher_size = vocabulary_size(student), vocabulary_size(teacher)
+    student_size, teacher_size = vocab_size(student), vocab_size(teacher)
     if student_size is not None and teacher_size is not None and student_size != teacher_size:
         raise ValueError(
             f"the student and the {teacher_name} have different vocabularies ({student_size} and {teacher_size} "
@@ -137,7 +111,7 @@ def check_same_vocabulary(student: nn.Module, teacher: nn.Module, *, teacher_nam
 
 def _run_teacher(teacher: nn.Module, batch: dict) -> torch.Tensor:
     """The teacher's logits on ``batch`` (no labels, no gradient), on the batch's device."""
-    inputs = {k: v for k, v in batch.items() if k not in NOT_FOR_THE_TEACHER}
+    inputs = model_inputs(batch)
     device = next((v.device for v in inputs.values() if isinstance(v, torch.Tensor)), None)
     first = next(teacher.parameters(), None)
     if device is not None and first is not None and first.device != device:
@@ -187,7 +161,7 @@ def stored_logit_distillation(*, temperature: float = 2.0, weight: float = 1.0, 
     stores its logits in a ``teacher_logits`` column), instead of on every batch of every
     epoch. ``shrinklib.data.collate`` (what ``fit`` uses for a ``Dataset``) carries that
     column into each batch as a float tensor ``(batch, num_labels)``, and ``fit`` keeps it
-    from the model (``shrinklib.train.LOSS_ONLY_KEYS``).
+    from the model (``shrinklib.data.LOSS_ONLY_KEYS``).
     """
     temperature = _check_temperature(temperature)
     weight = _check_weight(weight)

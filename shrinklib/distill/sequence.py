@@ -31,7 +31,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from shrinklib.distill.logits import _check_temperature, _check_weight, teacher_term
-from shrinklib.measure.forward import check_positive_int, evaluating, model_device
+from shrinklib._checks import check_positive_int
+from shrinklib.arch import pad_id
+from shrinklib.measure.forward import evaluating, model_device
 from shrinklib.utils import check_seed
 
 _MISMATCH = ("the student and the teacher must share one vocabulary (and tokenizer) for token-level "
@@ -191,13 +193,6 @@ def _token_lists(tokenizer, texts: list[str], **kwargs) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, **kwargs)["input_ids"]]
 
 
-def _pad_id(tokenizer, fallback=None) -> int:
-    for pad in (tokenizer.pad_token_id, tokenizer.eos_token_id, fallback):
-        if isinstance(pad, int):
-            return pad
-    return 0  # padded positions are masked out; any id will do
-
-
 def generate_corpus(teacher: nn.Module, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 64,
                     num_beams: int = 1, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                     batch_size: int = 8, seed: int = 0, progress: bool = True) -> list[str]:
@@ -232,7 +227,7 @@ def generate_corpus(teacher: nn.Module, tokenizer, prompts: Sequence[str], *, ma
 
     gen = teacher.generation_config
     eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
-    pad = _pad_id(tokenizer, eos if isinstance(eos, int) else None)
+    pad = pad_id(tokenizer=tokenizer, default=eos if isinstance(eos, int) else 0)
     options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample, num_return_sequences=1,
                    repetition_penalty=1.0, pad_token_id=pad, eos_token_id=eos)
     if do_sample:
@@ -289,7 +284,7 @@ def lm_dataloader(texts: Sequence[str], tokenizer, *, block_size: int = 128, bat
     for i, row in enumerate(rows):
         if len(row) < 2:
             raise ValueError(f"texts[{i}] = {texts[i][:40]!r} gives {len(row)} token(s); a row needs at least 2")
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer=tokenizer, default=0)
     if top_k is not None:
         _check_stored_top_k(top_k, rows)
 

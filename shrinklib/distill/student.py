@@ -24,19 +24,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from shrinklib.arch import bert_backbone
 from shrinklib.utils import check_seed
-
-
-def bert_backbone(model, name: str = "model") -> nn.Module:
-    """``model.base_model`` when it is BERT-like (``embeddings`` and ``encoder.layer``), else ``TypeError``."""
-    base = getattr(model, "base_model", None) if isinstance(model, nn.Module) else None
-    encoder = getattr(base, "encoder", None)
-    if (base is None or not hasattr(base, "embeddings") or not hasattr(model, "config")
-            or not isinstance(getattr(encoder, "layer", None), nn.ModuleList)):
-        raise TypeError(f"{name} must be a BERT-like Hugging Face model (model.base_model.embeddings and "
-                        f"model.base_model.encoder.layer, e.g. BertForSequenceClassification), "
-                        f"got {type(model).__name__}")
-    return base
 
 
 def _like(model: nn.Module, new: nn.Module) -> nn.Module:

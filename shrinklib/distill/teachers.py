@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shrinklib.distill.logits import (_check_temperature, _check_weight, _run_teacher, check_same_vocabulary,
-                                      vocabulary_size)
+from shrinklib.arch import vocab_size
+from shrinklib.distill.logits import _check_temperature, _check_weight, _run_teacher, check_same_vocabulary
 
 
 def _check_teacher_weights(weights, count: int) -> list[float] | None:
@@ -92,7 +92,7 @@ def multi_teacher_distillation(teachers: Sequence[nn.Module], *, temperature: fl
     for i, teacher in enumerate(teachers):
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teachers[{i}] must be an nn.Module, got {type(teacher).__name__}")
-    sizes = {i: vocabulary_size(t) for i, t in enumerate(teachers) if vocabulary_size(t) is not None}
+    sizes = {i: vocab_size(t) for i, t in enumerate(teachers) if vocab_size(t) is not None}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"the teachers have different vocabularies (tokens per teacher index: {sizes}): each reads "
                          "the student's input ids, so all must use the student's tokenizer")

@@ -30,9 +30,11 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from shrinklib.distill.logits import _check_temperature, _check_weight
-from shrinklib.measure.forward import check_positive_int, evaluating, model_device
+from shrinklib._checks import check_positive_int
+from shrinklib.arch import pad_id
+from shrinklib.measure.forward import evaluating, model_device
 
-#: The batch keys of the stored targets (``shrinklib.train.LOSS_ONLY_KEYS`` keeps them from the model).
+#: The batch keys of the stored targets (``shrinklib.data.LOSS_ONLY_KEYS`` keeps them from the model).
 TOP_IDS, TOP_LOGITS = "teacher_top_ids", "teacher_top_logits"
 
 
@@ -95,7 +97,7 @@ def teacher_top_k(teacher: nn.Module, tokenizer, texts: Sequence[str], *, k: int
     Returns one ``{"ids": int64 (L, k), "logits": float32 (L, k)}`` per text, ``L`` its
     number of tokens, largest logit first; pass the list to ``lm_dataloader(top_k=...)``.
     """
-    from shrinklib.distill.sequence import _check_texts, _pad_id, _token_lists
+    from shrinklib.distill.sequence import _check_texts, _token_lists
 
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
@@ -105,7 +107,7 @@ def teacher_top_k(teacher: nn.Module, tokenizer, texts: Sequence[str], *, k: int
     if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 2:
         raise ValueError(f"block_size must be an int >= 2, got {block_size!r}")
     rows = _token_lists(tokenizer, texts, truncation=True, max_length=block_size)
-    pad, device, out = _pad_id(tokenizer), model_device(teacher), []
+    pad, device, out = pad_id(tokenizer=tokenizer, default=0), model_device(teacher), []
     with evaluating(teacher), torch.no_grad():
         for start in tqdm(range(0, len(rows), batch_size), desc="teacher top-k", unit="batch",
                           disable=not progress, leave=False):

@@ -15,14 +15,10 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from shrinklib._checks import check_positive_int
+from shrinklib.arch import pad_id, vocab_size
+
 Inputs = Any  # a dict of keyword arguments, a tuple of positional ones, or one tensor
-
-
-def check_positive_int(name: str, value) -> int:
-    """``value`` if it is an int >= 1, else a ValueError naming ``name``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -67,36 +63,6 @@ def _first_leaf(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def vocab_size(model: nn.Module) -> int:
-    """Number of token ids ``model`` accepts: its input embedding's rows."""
-    get = getattr(model, "get_input_embeddings", None)
-    embedding = None
-    if callable(get):
-        try:
-            embedding = get()
-        except (NotImplementedError, AttributeError):
-            embedding = None
-    if isinstance(embedding, nn.Embedding):
-        return embedding.num_embeddings
-    config_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    if isinstance(config_vocab, int):
-        return config_vocab
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            return module.num_embeddings
-    raise TypeError(f"cannot tell the vocabulary size of this {type(model).__name__}: it has no nn.Embedding")
-
-
-def _pad_id(model: nn.Module) -> int | None:
-    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
-    if isinstance(pad, int):
-        return pad
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            return module.padding_idx
-    return None
-
-
 def dummy_token_ids(model: nn.Module, batch_size: int, seq_len: int, *, seed: int = 0) -> torch.Tensor:
     """Random token ids of shape (batch_size, seq_len) valid for ``model``, never its pad id."""
     check_positive_int("batch_size", batch_size)
@@ -106,9 +72,11 @@ def dummy_token_ids(model: nn.Module, batch_size: int, seq_len: int, *, seed: in
     if isinstance(max_positions, int) and seq_len > max_positions:
         raise ValueError(f"seq_len must be at most the model's max_position_embeddings={max_positions}, got {seq_len}")
     vocab = vocab_size(model)
+    if vocab is None:
+        raise TypeError(f"cannot tell the vocabulary size of this {type(model).__name__}: it has no nn.Embedding")
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab, (batch_size, seq_len), generator=generator)
-    pad = _pad_id(model)
+    pad = pad_id(model)
     if pad is not None and vocab > 1:
         ids[ids == pad] = (pad + 1) % vocab
     return ids.to(model_device(model))

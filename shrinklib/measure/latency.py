@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from shrinklib.measure.forward import Inputs, call, check_positive_int, dummy_inputs, evaluating, model_device
+from shrinklib._checks import check_positive_int
+from shrinklib.measure.forward import Inputs, call, dummy_inputs, evaluating, model_device
 
 
 def available_cpus() -> int:

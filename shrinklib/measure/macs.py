@@ -45,7 +45,8 @@ from torch.nn.utils.rnn import PackedSequence
 from torch.utils.flop_counter import FlopCounterMode
 
 from shrinklib.measure.components import component_of, empty_breakdown
-from shrinklib.measure.forward import Inputs, call, check_positive_int, dummy_inputs, evaluating
+from shrinklib._checks import check_positive_int
+from shrinklib.measure.forward import Inputs, call, dummy_inputs, evaluating
 
 aten = torch.ops.aten
 

@@ -24,7 +24,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shrinklib.measure.forward import check_positive_int, evaluating, model_device
+from shrinklib._checks import check_positive_int
+from shrinklib.arch import pad_id
+from shrinklib.measure.forward import evaluating, model_device
 from shrinklib.utils import check_seed
 
 #: Below this many batches no progress bar is shown (when ``progress`` is None).
@@ -64,14 +66,6 @@ def _pad_batch(ids: list, masks: list | None, pad_id: int, device) -> dict[str, 
         input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
         attention_mask[i, : len(row)] = torch.as_tensor(masks[i], dtype=torch.long) if masks is not None else 1
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
-
-
-def _pad_id(model: nn.Module, tokenizer) -> int:
-    for source in (tokenizer, getattr(model, "config", None)):
-        value = getattr(source, "pad_token_id", None)
-        if isinstance(value, int):
-            return value
-    return 0
 
 
 def _logits_of(output) -> torch.Tensor:
@@ -115,14 +109,14 @@ def predict_logits(
         raise ValueError("dataset is empty; there is nothing to predict")
     starts = range(0, n, batch_size)
     show = len(starts) >= PROGRESS_MIN_BATCHES if progress is None else bool(progress)
-    device, pad_id = model_device(model), _pad_id(model, tokenizer)
+    device, pad = model_device(model), pad_id(model, tokenizer, default=0)
     outputs = []
     with evaluating(model), torch.inference_mode():
         for start in tqdm(starts, desc="predicting", unit="batch", disable=not show, leave=False):
             stop = min(start + batch_size, n)
             if pretokenized:
                 masks = _column(dataset, "attention_mask", start, stop) if "attention_mask" in columns else None
-                batch = _pad_batch(_column(dataset, "input_ids", start, stop), masks, pad_id, device)
+                batch = _pad_batch(_column(dataset, "input_ids", start, stop), masks, pad, device)
             else:
                 texts = _column(dataset, "text", start, stop)
                 encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")

@@ -10,16 +10,15 @@
 * :mod:`~shrinklib.prune.heads`, :mod:`~shrinklib.prune.neurons`, :mod:`~shrinklib.prune.layers` -
   structured pruning that makes the model physically smaller.
 * :mod:`~shrinklib.prune.wanda`, :mod:`~shrinklib.prune.sparsegpt` - one-shot pruning of a decoder
-  with calibration data (:mod:`~shrinklib.prune.calibration`).
+  with calibration data (:mod:`shrinklib.calibration`).
 * :mod:`~shrinklib.prune.recurrent` - the class-blind/uniform/distribution schemes of See et al. for LSTMs.
 * :mod:`~shrinklib.prune.lottery` - lottery tickets: iterative magnitude pruning with rewinding.
 * :mod:`~shrinklib.prune.movement` - movement pruning (hard and soft) with learned scores.
 """
 from shrinklib.prune.block import CRITERIA, block_, block_scores, expand_blocks
-from shrinklib.prune.calibration import InputStats, input_statistics, lm_batches
 from shrinklib.prune.gates import gate_importance, lowest_units
-from shrinklib.prune.heads import attention_layers, head_importance, prune_heads_
-from shrinklib.prune.layers import STRATEGIES, drop_layers_, encoder_layers, layer_drop, layers_to_drop
+from shrinklib.prune.heads import head_importance, prune_heads_
+from shrinklib.prune.layers import STRATEGIES, drop_layers_, layer_drop, layers_to_drop
 from shrinklib.prune.lottery import lottery_ticket_, rewind_, round_sparsities, snapshot
 from shrinklib.prune.magnitude import SCOPES, magnitude_, magnitude_masks, prunable_weights, select_smallest
 from shrinklib.prune.masks import MASK, SUFFIX, apply_masks_, keep_masks, make_permanent_, masks, param_masks, set_mask_
@@ -33,7 +32,7 @@ from shrinklib.prune.movement import (
     movement_layers,
     soft_movement_penalty,
 )
-from shrinklib.prune.neurons import ffn_layers, neuron_importance, prune_neurons_
+from shrinklib.prune.neurons import neuron_importance, prune_neurons_
 from shrinklib.prune.nm import is_nm_sparse, nm_, nm_mask
 from shrinklib.prune.recurrent import SCHEMES, see_prune_, weight_classes
 from shrinklib.prune.schedule import GradualMagnitude, cubic_sparsity
@@ -46,9 +45,9 @@ __all__ = [
     "SCOPES", "magnitude_", "magnitude_masks", "prunable_weights", "select_smallest",
     "nm_", "nm_mask", "is_nm_sparse", "CRITERIA", "block_", "block_scores", "expand_blocks",
     "cubic_sparsity", "GradualMagnitude", "SparseLinear", "sparsify_24_",
-    "gate_importance", "lowest_units", "attention_layers", "head_importance", "prune_heads_",
-    "ffn_layers", "neuron_importance", "prune_neurons_", "STRATEGIES", "encoder_layers", "layers_to_drop",
-    "drop_layers_", "layer_drop", "InputStats", "input_statistics", "lm_batches", "wanda_", "wanda_mask", "wanda_scores",
+    "gate_importance", "lowest_units", "head_importance", "prune_heads_",
+    "neuron_importance", "prune_neurons_", "STRATEGIES", "layers_to_drop",
+    "drop_layers_", "layer_drop", "wanda_", "wanda_mask", "wanda_scores",
     "sparsegpt_", "sparsegpt_prune", "SCHEMES", "see_prune_", "weight_classes",
     "lottery_ticket_", "rewind_", "round_sparsities", "snapshot",
     "METHODS", "SCORE_UPDATES", "MovementLinear", "MovementSchedule", "finalize_movement_", "movement_", "movement_layers",

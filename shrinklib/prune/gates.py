@@ -15,7 +15,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.calibration import run_batches
+from shrinklib.calibration import run_batches
 
 
 def gate_importance(model: nn.Module, sites: dict[str, tuple[nn.Module, int]], batches: Iterable[dict],

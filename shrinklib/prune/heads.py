@@ -16,44 +16,25 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from shrinklib.arch import Attention, attention_modules, slice_linear
 from shrinklib.prune.gates import check_layer_index, gate_importance
 from shrinklib.serialize import record_change, register_change
 
 
-def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Linear]]:
-    """``[(fqn of the self-attention, the module, its output projection)]`` of a BERT-like model, in order."""
-    found = []
-    for fqn, module in model.named_modules():
-        if fqn.endswith("attention.self") and all(hasattr(module, a) for a in ("query", "key", "value", "attention_head_size")):
-            parent = model.get_submodule(fqn.rpartition(".")[0])
-            found.append((fqn, module, parent.output.dense))
-    return found
-
-
-def _heads(module: nn.Module) -> int:
-    return module.query.out_features // module.attention_head_size
+def _bert_attentions(model: nn.Module) -> list[Attention]:
+    """The self-attention modules whose heads this file can remove: BERT's (one head count per module)."""
+    return [a for a in attention_modules(model) if hasattr(a.module, "attention_head_size")]
 
 
 def head_importance(model: nn.Module, batches: Iterable[dict], *, max_batches: int | None = None,
                     normalize: bool = True) -> list[torch.Tensor]:
     """Importance of every head, one tensor per layer (layers may hold different counts)."""
-    layers = attention_layers(model)
-    scores = gate_importance(model, {fqn: (m, _heads(m)) for fqn, m, _ in layers}, batches, max_batches=max_batches)
-    out = [scores[fqn] for fqn, _, _ in layers]
+    layers = _bert_attentions(model)
+    scores = gate_importance(model, {a.fqn: (a.module, a.num_heads) for a in layers}, batches, max_batches=max_batches)
+    out = [scores[a.fqn] for a in layers]
     if normalize:
         out = [s / s.norm().clamp_min(1e-12) for s in out]
     return out
-
-
-def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """A new Linear keeping the output rows (dim=0) or input columns (dim=1) in ``index``."""
-    weight = linear.weight.detach().index_select(dim, index)
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None,
-                    device=weight.device, dtype=weight.dtype)
-    new.weight.data.copy_(weight)
-    if linear.bias is not None:
-        new.bias.data.copy_(linear.bias.detach() if dim == 1 else linear.bias.detach().index_select(0, index))
-    return new
 
 
 def prune_heads_(model: nn.Module, heads: dict[int, Iterable[int]]) -> nn.Module:
@@ -63,27 +44,27 @@ def prune_heads_(model: nn.Module, heads: dict[int, Iterable[int]]) -> nn.Module
     (drop a whole layer with ``shrinklib.prune.drop_layers_`` instead). All requests are
     checked before anything changes.
     """
-    layers = attention_layers(model)
+    layers = _bert_attentions(model)
     if not layers:
         raise ValueError(f"no BERT-style attention layer found in this {type(model).__name__}")
     plan = {}
     for layer, removed in heads.items():
         check_layer_index(layer, len(layers))
         removed = set(removed)
-        total = _heads(layers[layer][1])
+        total = layers[layer].num_heads
         if any(not isinstance(h, int) or not 0 <= h < total for h in removed):
             raise ValueError(f"layer {layer} has heads 0..{total - 1}; cannot remove {sorted(removed, key=str)}")
         if len(removed) == total:
             raise ValueError(f"cannot remove all {total} heads of layer {layer}; drop the layer instead")
         plan[layer] = [h for h in range(total) if h not in removed]
     for layer, kept in plan.items():
-        fqn, attention, output = layers[layer]
+        fqn, attention, output = layers[layer].fqn, layers[layer].module, layers[layer].output
         size = attention.attention_head_size
         index = torch.cat([torch.arange(h * size, (h + 1) * size) for h in kept]).to(attention.query.weight.device)
         for name in ("query", "key", "value"):
-            setattr(attention, name, _slice_linear(getattr(attention, name), index, dim=0))
+            setattr(attention, name, slice_linear(getattr(attention, name), index, dim=0))
         parent = model.get_submodule(fqn.rpartition(".")[0])
-        parent.output.dense = _slice_linear(output, index, dim=1)
+        parent.output.dense = slice_linear(output, index, dim=1)
         _set_head_count(attention, len(kept))
         record_change(model, "attention_heads", fqn=fqn, num_heads=len(kept))
     return model

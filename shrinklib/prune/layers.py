@@ -23,15 +23,9 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from shrinklib.arch import encoder_layers
+
 STRATEGIES = ("top", "bottom", "alternate")
-
-
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The ``ModuleList`` of a BERT-style encoder's layers (``...encoder.layer``)."""
-    for fqn, module in model.named_modules():
-        if fqn.endswith("encoder.layer") and isinstance(module, nn.ModuleList):
-            return module
-    raise ValueError(f"no BERT-style encoder (a ModuleList at '...encoder.layer') in this {type(model).__name__}")
 
 
 def layers_to_drop(num_layers: int, n: int, strategy: str = "top") -> list[int]:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from shrinklib.prune.masks import MASK, set_mask_
-from shrinklib.utils import FilterFn, matching_modules
+from shrinklib.utils import FilterFn, matching_modules, weighted_modules
 
 SCOPES = ("layer", "global")
 
@@ -39,12 +39,7 @@ def prunable_weights(model: nn.Module, filter_fn: FilterFn | None = None) -> dic
     The default ``filter_fn`` is :func:`shrinklib.utils.encoder_linears` (the body's
     Linear layers, not the head). A model with none raises ``ValueError``.
     """
-    picked = {fqn: m for fqn, m in matching_modules(model, filter_fn)
-              if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.is_floating_point()}
-    if not picked:
-        raise ValueError(f"no prunable layer: filter_fn picked no module with a floating-point weight in this "
-                         f"{type(model).__name__}")
-    return picked
+    return weighted_modules(model, filter_fn, what="prunable layer")
 
 
 def _smallest(scores: torch.Tensor, sparsity: float) -> torch.Tensor:

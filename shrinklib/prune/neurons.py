@@ -15,23 +15,21 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from shrinklib.arch import FeedForward, ffn_modules, slice_linear
 from shrinklib.prune.gates import check_layer_index, gate_importance
-from shrinklib.prune.heads import _slice_linear
 
 
-def ffn_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``[(fqn, layer)]`` of the BERT-like layers with ``intermediate.dense`` and ``output.dense``."""
-    return [(fqn, m) for fqn, m in model.named_modules()
-            if hasattr(m, "intermediate") and hasattr(getattr(m, "output", None), "dense")
-            and hasattr(m.intermediate, "dense")]
+def _bert_ffns(model: nn.Module) -> list[FeedForward]:
+    """The FFNs whose neurons this file can remove: BERT's (``intermediate.dense`` + ``output.dense``)."""
+    return [f for f in ffn_modules(model) if f.gate is None]
 
 
 def neuron_importance(model: nn.Module, batches: Iterable[dict], *, max_batches: int | None = None) -> list[torch.Tensor]:
     """Taylor importance of every FFN neuron, one tensor per layer."""
-    layers = ffn_layers(model)
-    sites = {fqn: (m.intermediate, m.intermediate.dense.out_features) for fqn, m in layers}
+    layers = _bert_ffns(model)
+    sites = {f.fqn: (f.module.intermediate, f.intermediate_size) for f in layers}
     scores = gate_importance(model, sites, batches, max_batches=max_batches)
-    return [scores[fqn] for fqn, _ in layers]
+    return [scores[f.fqn] for f in layers]
 
 
 def prune_neurons_(model: nn.Module, keep: dict[int, Iterable[int]]) -> nn.Module:
@@ -39,21 +37,21 @@ def prune_neurons_(model: nn.Module, keep: dict[int, Iterable[int]]) -> nn.Modul
 
     At least one neuron per layer must stay. All requests are checked first.
     """
-    layers = ffn_layers(model)
+    layers = _bert_ffns(model)
     if not layers:
         raise ValueError(f"no BERT-style FFN found in this {type(model).__name__}")
     plan = {}
     for layer, kept in keep.items():
         check_layer_index(layer, len(layers))
-        width = layers[layer][1].intermediate.dense.out_features
+        width = layers[layer].intermediate_size
         kept = sorted(set(kept))
         if not kept or any(not isinstance(j, int) or not 0 <= j < width for j in kept):
             raise ValueError(f"layer {layer} has neurons 0..{width - 1}; keep must name at least one of them")
         plan[layer] = kept
     for layer, kept in plan.items():
-        _, module = layers[layer]
+        module = layers[layer].module
         index = torch.tensor(kept, device=module.intermediate.dense.weight.device)
-        module.intermediate.dense = _slice_linear(module.intermediate.dense, index, dim=0)
-        module.output.dense = _slice_linear(module.output.dense, index, dim=1)
+        module.intermediate.dense = slice_linear(module.intermediate.dense, index, dim=0)
+        module.output.dense = slice_linear(module.output.dense, index, dim=1)
     return model
 

@@ -9,7 +9,7 @@ Hessian ``H = X^T X`` of that objective, removing weight ``w_j`` of a row costs
 SparseGPT applies this column by column, left to right, with the Cholesky factor of
 ``H^-1`` so every row shares one inverse, choosing the mask per block of columns by the
 OBS cost. :func:`sparsegpt_prune` is the algorithm on one matrix; :func:`sparsegpt_`
-applies it to a model with statistics from :mod:`shrinklib.prune.calibration`.
+applies it to a model with statistics from :mod:`shrinklib.calibration`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
+from shrinklib.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.prune.magnitude import _check_sparsity, _smallest, prunable_weights
 from shrinklib.prune.masks import set_mask_
 from shrinklib.prune.nm import _check_nm
@@ -88,7 +88,7 @@ def sparsegpt_(model: nn.Module, batches: Iterable[dict], sparsity: float = 0.5,
     ``sequential=False`` reads every layer's Gram matrix from the dense model in one pass;
     ``sequential=True`` prunes one transformer layer at a time, each calibrated on the
     outputs of the pruned (and updated) layers before it, as the paper's code does
-    (:func:`~shrinklib.prune.calibration.sequential_statistics`).
+    (:func:`~shrinklib.calibration.sequential_statistics`).
     """
     sparsity = _check_sparsity(sparsity)
     modules = prunable_weights(model, filter_fn)

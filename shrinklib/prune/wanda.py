@@ -14,7 +14,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.calibration import input_statistics, sequential_statistics
+from shrinklib.calibration import input_statistics, sequential_statistics
 from shrinklib.prune.magnitude import _check_sparsity, _smallest, prunable_weights
 from shrinklib.prune.masks import set_mask_
 from shrinklib.prune.nm import nm_mask
@@ -49,7 +49,7 @@ def wanda_(model: nn.Module, batches: Iterable[dict], sparsity: float = 0.5, *,
     ``sequential=False`` reads every layer's statistics from the dense model in one pass;
     ``sequential=True`` prunes one transformer layer at a time, each calibrated on the
     outputs of the pruned layers before it, as the paper's code does
-    (:func:`~shrinklib.prune.calibration.sequential_statistics`). ``nm=(2, 4)`` gives
+    (:func:`~shrinklib.calibration.sequential_statistics`). ``nm=(2, 4)`` gives
     2:4 masks instead of ``sparsity`` (see :func:`wanda_mask`).
     """
     sparsity = _check_sparsity(sparsity)

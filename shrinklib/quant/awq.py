@@ -26,12 +26,11 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.calibration import InputStats, input_statistics
-from shrinklib.prune.magnitude import prunable_weights
+from shrinklib.calibration import InputStats, input_statistics
 from shrinklib.quant.clipping import search_clip
 from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
 from shrinklib.quant.primitives import fake_quantize_weight, quantize
-from shrinklib.utils import FilterFn, replace_modules_
+from shrinklib.utils import FilterFn, replace_modules_, weighted_modules
 
 
 def output_error(weight: torch.Tensor, approx: torch.Tensor, gram: torch.Tensor) -> float:
@@ -87,7 +86,7 @@ def awq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = WeightO
     """
     if not isinstance(config, WeightOnly):
         raise TypeError(f"AWQ quantizes weights only: config must be a WeightOnly, got {type(config).__name__}")
-    modules = prunable_weights(model, filter_fn)
+    modules = weighted_modules(model, filter_fn, what="quantizable layer")
     check_layers_fit(modules, config)
     stats = input_statistics(model, batches, modules, gram=True, max_batches=max_batches)
     factors = {fqn: awq_search(m.weight, stats[fqn], config, grid)[0] for fqn, m in modules.items()}

@@ -13,7 +13,7 @@ group is reached.
 
 :func:`gptq_quantize` is the algorithm on one matrix; :func:`gptq_` quantizes a model's
 layers into :class:`~shrinklib.quant.linear.QuantLinear` with statistics from
-:mod:`shrinklib.prune.calibration` (one pass, or layer by layer as the paper's code).
+:mod:`shrinklib.calibration` (one pass, or layer by layer as the paper's code).
 """
 from __future__ import annotations
 
@@ -22,12 +22,11 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
-from shrinklib.prune.magnitude import prunable_weights
+from shrinklib.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.quant.clipping import search_clip
 from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
 from shrinklib.quant.primitives import check_bits, check_group_size, choose_qparams, dequantize, qrange
-from shrinklib.utils import FilterFn, replace_modules_
+from shrinklib.utils import FilterFn, replace_modules_, weighted_modules
 
 
 @torch.no_grad()
@@ -122,7 +121,7 @@ def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = Weight
     """
     if not isinstance(config, WeightOnly):
         raise TypeError(f"GPTQ quantizes weights only: config must be a WeightOnly, got {type(config).__name__}")
-    modules = prunable_weights(model, filter_fn)
+    modules = weighted_modules(model, filter_fn, what="quantizable layer")
     check_layers_fit(modules, config)
     quantized: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 

@@ -391,7 +391,7 @@ def calibrate_(model: nn.Module, batches: Iterable[dict], config: Int8Static | N
     are read, the layers compute with float activations (and their integer weights), so no
     layer's range is distorted by the not yet calibrated layers before it.
     """
-    from shrinklib.prune.calibration import run_batches  # the shared hook-and-batches loop
+    from shrinklib.calibration import run_batches  # the shared hook-and-batches loop
 
     config = config or model.__dict__.get("_shrinklib_static_config") or Int8Static()
     layers = [m for m in quant_layers(model) if m.mode == "static"]

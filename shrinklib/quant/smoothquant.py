@@ -17,10 +17,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib.prune.calibration import input_statistics
-from shrinklib.prune.magnitude import prunable_weights
+from shrinklib.calibration import input_statistics
 from shrinklib.quant.linear import Int8Dynamic, Int8Static, QuantLinear, calibrate_
-from shrinklib.utils import FilterFn, replace_modules_
+from shrinklib.utils import FilterFn, replace_modules_, weighted_modules
 
 
 def smoothing_factors(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
@@ -49,7 +48,7 @@ def smoothquant_(model: nn.Module, batches: Iterable[dict], config: Int8Dynamic 
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     batches = list(batches) if isinstance(config, Int8Static) else batches
-    modules = prunable_weights(model, filter_fn)
+    modules = weighted_modules(model, filter_fn, what="quantizable layer")
     stats = input_statistics(model, batches, modules, max_batches=max_batches)
     factors = {fqn: smoothing_factors(stats[fqn].abs_max, m.weight, alpha) for fqn, m in modules.items()}
     replace_modules_(model, lambda m, fqn: fqn in factors,

@@ -53,8 +53,8 @@ from shrinklib.distill.logits import (  # noqa: E402
     distill,
     logit_mse_loss,
     stored_logit_distillation,
-    vocabulary_size,
 )
+from shrinklib.arch import vocab_size  # noqa: E402
 from shrinklib.train import TrainConfig, fit  # noqa: E402
 
 
@@ -113,9 +113,9 @@ def test_stored_logit_distillation_reads_the_batch_and_equals_running_the_teache
 
 
 def test_vocabulary_size_of_bert_lstm_and_plain_modules():
-    assert vocabulary_size(zoo.tiny_bert(vocab_size=77)) == 77
-    assert vocabulary_size(zoo.tiny_lstm(vocab_size=91)) == 91  # BiLSTM: its .embedding
-    assert vocabulary_size(nn.Linear(3, 2)) is None
+    assert vocab_size(zoo.tiny_bert(vocab_size=77)) == 77
+    assert vocab_size(zoo.tiny_lstm(vocab_size=91)) == 91  # BiLSTM: its .embedding
+    assert vocab_size(nn.Linear(3, 2)) is None
     check_same_vocabulary(zoo.tiny_lstm(vocab_size=50), zoo.tiny_bert(vocab_size=50))
     check_same_vocabulary(nn.Linear(3, 2), zoo.tiny_bert(vocab_size=50))  # unknown: nothing to compare
 
@@ -218,7 +218,7 @@ def test_bad_input_of_the_new_functions(padded_batch):
     with pytest.raises(ValueError, match="must have one shape"):
         stored_logit_distillation()(bert, dict(batch, teacher_logits=torch.zeros(5, 3)), bert(**batch))
     with pytest.raises(TypeError, match="model must be an nn.Module"):
-        vocabulary_size("bert")
+        vocab_size("bert")
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         check_same_vocabulary(bert, None)
     other = zoo.tiny_bert(vocab_size=50, seed=1)

@@ -5,6 +5,7 @@ import torch
 
 import shrinklib
 from shrinklib import prune, zoo
+from shrinklib.calibration import input_statistics, lm_batches
 
 
 def _problem(seed=0, tokens=512, n_in=48, n_out=20):
@@ -79,7 +80,7 @@ def test_one_shot_pruning_of_a_decoder(method, tmp_path):
     model = zoo.tiny_llama()
     blocks = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
     head = model.lm_head.weight.clone()
-    getattr(prune, method)(model, prune.lm_batches(blocks, 4), 0.5)
+    getattr(prune, method)(model, lm_batches(blocks, 4), 0.5)
     masks = prune.masks(model)
     assert len(masks) == 2 * 7 and "lm_head" not in masks  # q, k, v, o, gate, up, down per layer
     assert sum(int((~m).sum()) for m in masks.values()) == sum(round(0.5 * m.numel()) for m in masks.values())
@@ -93,8 +94,6 @@ def _layer_by_layer(model, batches, sparsity, method):
     """Reference for ``sequential=True``, by hand: layer i is calibrated by a full forward pass of the
     model whose layers before i are already pruned, with hooks on layer i's Linears only.
     Returns the model and the statistics each layer was pruned with."""
-    from shrinklib.prune.calibration import input_statistics
-
     seen = {}
     for index, layer in enumerate(model.model.layers):
         modules = {fqn: m for fqn, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -112,15 +111,15 @@ def _layer_by_layer(model, batches, sparsity, method):
 
 def _recording_sequential_statistics(monkeypatch, method):
     """Make ``method``'s module record the statistics its sequential path prunes each layer with."""
-    from shrinklib.prune import calibration
+    from shrinklib import calibration
 
     module = importlib.import_module(getattr(prune, method).__module__)
     seen = {}
 
-    def recording(model, batches, modules, prune_fn, **kwargs):
+    def recording(model, batches, modules, change_fn, **kwargs):
         def record_then_prune(stats):
             seen.update(stats)
-            prune_fn(stats)
+            change_fn(stats)
 
         return calibration.sequential_statistics(model, batches, modules, record_then_prune, **kwargs)
 
@@ -151,7 +150,7 @@ def _assert_same_masks_up_to_ties(a, b, weight, stats, fqn):
 @pytest.mark.parametrize("method", ["wanda_", "sparsegpt_"])
 def test_sequential_calibration_is_the_layer_by_layer_loop_and_differs_from_one_pass(method, monkeypatch):
     blocks = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
-    batches = prune.lm_batches(blocks, 4)
+    batches = lm_batches(blocks, 4)
     one_pass = getattr(prune, method)(zoo.tiny_llama(), batches, 0.5)
     dense = {fqn: m.weight.detach().clone() for fqn, m in zoo.tiny_llama().named_modules()
              if isinstance(m, torch.nn.Linear)}
@@ -179,31 +178,17 @@ def test_sequential_calibration_is_the_layer_by_layer_loop_and_differs_from_one_
     assert not all(torch.equal(seq[fqn], one[fqn]) for fqn in second)
 
 
-def test_a_layer_re_run_for_its_statistics_gets_no_cache():
-    """transformers passes a layer its key/value cache as ``past_key_values`` or (5.24) ``cache``; a layer
-    re-run on the same batch would otherwise attend to the keys of its earlier runs too."""
-    from transformers.cache_utils import DynamicCache
-
-    from shrinklib.prune.calibration import _without_cache
-
-    kwargs = {"cache": DynamicCache(), "my_kv": DynamicCache(), "past_key_values": object(), "layer_past": 1,
-              "use_cache": True, "attention_mask": None, "position_ids": torch.arange(3)}
-    clean = _without_cache(kwargs)
-    assert clean["cache"] is clean["my_kv"] is clean["past_key_values"] is clean["layer_past"] is None
-    assert clean["use_cache"] is False and clean["attention_mask"] is None
-    assert clean["position_ids"] is kwargs["position_ids"]
-
 
 def test_sequential_calibration_of_an_encoder():
     """BERT's layers take the mask positionally; the pooler lies outside the stack and is calibrated last."""
     from shrinklib import zoo
-    from shrinklib.prune.calibration import layer_stack
+    from shrinklib.arch import blocks
 
     model = zoo.tiny_bert()
     batch = {"input_ids": torch.randint(0, 1000, (4, 12), generator=torch.Generator().manual_seed(0)),
              "attention_mask": torch.ones(4, 12, dtype=torch.long), "labels": torch.zeros(4, dtype=torch.long)}
     batch["attention_mask"][:2, 8:] = 0
-    assert layer_stack(model) is model.bert.encoder.layer
+    assert blocks(model) is model.bert.encoder.layer
     before = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     body_and_pooler = lambda m, fqn: isinstance(m, torch.nn.Linear) and "classifier" not in fqn  # noqa: E731
     prune.wanda_(model, [batch], 0.5, sequential=True, filter_fn=body_and_pooler)
@@ -218,7 +203,7 @@ def test_sequential_calibration_of_an_encoder():
     (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(4), 1.0), r"sparsity must be a number in \[0, 1\)"),
     (lambda: prune.wanda_(zoo.tiny_llama(), [], 0.5), "no calibration batch"),
     (lambda: prune.sparsegpt_(zoo.tiny_llama(), [], 0.5, sequential=True), "no calibration batch"),
-    (lambda: prune.lm_batches(torch.zeros(5)), "token_blocks must be"),
+    (lambda: lm_batches(torch.zeros(5)), "token_blocks must be"),
 ])
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):

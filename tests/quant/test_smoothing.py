@@ -5,7 +5,7 @@ from torch import nn
 
 import shrinklib
 from shrinklib import zoo
-from shrinklib.prune.calibration import InputStats
+from shrinklib.calibration import InputStats
 from shrinklib.quant import Int8Dynamic, Int8Static, QuantLinear, WeightOnly, fake_quantize_weight, quant_layers, sqnr
 from shrinklib.quant.awq import awq_, awq_clip, awq_search, output_error
 from shrinklib.quant.smoothquant import smoothing_factors, smoothquant_

@@ -1,22 +1,29 @@
-"""Statistics of the inputs each layer sees on calibration data (for Wanda, SparseGPT).
+"""Running calibration text through a model, layer by layer: the inputs each layer sees.
 
-One-shot pruning methods for large models read a few calibration batches through the
-*dense* model and record, for every Linear layer they will prune, the inputs ``X``
+One-shot methods for large models (Wanda and SparseGPT prune, GPTQ, AWQ and SmoothQuant
+quantize) read a few calibration batches through the model and record, for every Linear
+layer they will change, the inputs ``X``
 (tokens x in_features) it receives: the squared norm of each input feature,
 ``sum_t x_tj^2`` (Wanda), and optionally the Gram matrix ``H = X^T X`` (SparseGPT's
 layer-wise Hessian). Reading all statistics from the dense model in one pass
 (:func:`input_statistics`) is the simpler variant. The papers' reference code works
-*sequentially* (:func:`sequential_statistics`): it calibrates and prunes one transformer
-layer at a time and feeds the next layer the outputs of the layers already pruned, so
+*sequentially* (:func:`sequential_statistics`): it calibrates and changes one transformer
+layer at a time and feeds the next layer the outputs of the layers already changed, so
 each layer sees the inputs it will really get and can correct the errors made before it.
+:func:`record_inputs` keeps the inputs themselves, for a method (or a notebook) that
+needs more than these sums.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
+
+from shrinklib.arch import blocks
+from shrinklib.data import model_inputs
 
 
 @dataclass
@@ -36,9 +43,33 @@ def input_statistics(model: nn.Module, batches: Iterable[dict], modules: dict[st
     """Run ``batches`` (dicts of model inputs) through ``model`` and gather each module's input stats."""
     stats = _empty_stats(modules, gram)
     handles = [m.register_forward_pre_hook(_stats_hook(stats[fqn])) for fqn, m in modules.items()]
-    run_batches(model, batches, lambda batch: model(**_inputs(batch)), handles=handles, max_batches=max_batches,
+    run_batches(model, batches, lambda batch: model(**model_inputs(batch)), handles=handles, max_batches=max_batches,
                 what="calibration")
     return stats
+
+
+@contextlib.contextmanager
+def recording_inputs(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Inside the ``with`` block, the first input of every call of each module is kept, detached.
+
+    ``with recording_inputs({"layer": layer}) as seen: model(**batch)`` leaves in
+    ``seen["layer"]`` one tensor per call, shaped as the module received it (batch, tokens,
+    features); the hooks are removed however the block ends. The statistics above are
+    sums of these; a method or a figure that needs the inputs themselves records them.
+    """
+    if not modules:
+        raise ValueError("no module to record the inputs of")
+    for fqn, module in modules.items():
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"modules[{fqn!r}] must be an nn.Module, got {type(module).__name__}")
+    seen: dict[str, list[torch.Tensor]] = {fqn: [] for fqn in modules}
+    handles = [module.register_forward_pre_hook(lambda m, args, fqn=fqn: seen[fqn].append(args[0].detach()))
+               for fqn, module in modules.items()]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _empty_stats(modules: dict[str, nn.Linear], gram: bool) -> dict[str, InputStats]:
@@ -63,27 +94,13 @@ def _stats_hook(s: InputStats):
     return hook
 
 
-def _inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k != "labels"}
-
-
-def layer_stack(model: nn.Module) -> nn.ModuleList:
-    """The model's stack of transformer layers: its longest ``nn.ModuleList`` that holds Linear layers.
-
-    ``model.model.layers`` of a Llama, ``model.bert.encoder.layer`` of a BERT.
-    """
-    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m)
-              and any(isinstance(sub, nn.Linear) for sub in m.modules())]
-    if not stacks:
-        raise ValueError(f"found no stack of layers (an nn.ModuleList of blocks) in this {type(model).__name__}")
-    return max(stacks, key=len)
 
 
 class _Captured(Exception):
     pass
 
 
-def _is_cache(name: str, value) -> bool:
+def is_cache(name: str, value) -> bool:
     """A key/value cache, whatever transformers calls it (``past_key_values``, ``layer_past``, and
     ``cache`` since transformers 5.24): by its name, or by being a ``transformers`` ``Cache``."""
     if "past_key" in name or name in ("layer_past", "cache"):
@@ -95,43 +112,44 @@ def _is_cache(name: str, value) -> bool:
     return isinstance(value, Cache)
 
 
-def _without_cache(kwargs: dict) -> dict:
+def without_cache(kwargs: dict) -> dict:
     """A layer's keyword arguments with its cache removed and ``use_cache`` off.
 
     A cache object grows each time a layer is re-run, so a layer run twice on the same
-    batch (for its statistics, then pruned) would attend to its own earlier keys too.
+    batch (for its statistics, then changed) would attend to its own earlier keys too.
     """
-    return {k: None if _is_cache(k, v) else False if k == "use_cache" else v for k, v in kwargs.items()}
+    return {k: None if is_cache(k, v) else False if k == "use_cache" else v for k, v in kwargs.items()}
 
 
 @torch.no_grad()
 def sequential_statistics(model: nn.Module, batches: Iterable[dict], modules: dict[str, nn.Linear],
-                          prune_fn: Callable[[dict[str, InputStats]], None], *, gram: bool = False,
+                          change_fn: Callable[[dict[str, InputStats]], None], *, gram: bool = False,
                           max_batches: int | None = None) -> None:
-    """Calibrate and prune ``modules`` one transformer layer at a time, as the Wanda and SparseGPT code does.
+    """Calibrate and change ``modules`` one transformer layer at a time, as the Wanda, SparseGPT and GPTQ code does.
 
-    The inputs of the first layer of :func:`layer_stack` are recorded for every batch.
+    The inputs of the first layer of :func:`shrinklib.arch.blocks` are recorded for every batch.
     Then, layer by layer: the layer runs on its inputs with hooks that gather the stats of
-    its picked modules, ``prune_fn(stats)`` prunes them in place (it gets only that layer's
-    modules), and the layer runs again, now pruned, to give the next layer its inputs. Each
-    layer is thus calibrated on the outputs of the already-pruned layers before it: the
-    same statistics as a full forward pass of the partly pruned model with hooks on that
-    layer alone, at the cost of two passes through each layer instead of one per layer.
+    its picked modules, ``change_fn(stats)`` changes them in place (prunes or quantizes them;
+    it gets only that layer's modules), and the layer runs again, now changed, to give the
+    next layer its inputs. Each layer is thus calibrated on the outputs of the already-changed
+    layers before it: the same statistics as a full forward pass of the partly changed model
+    with hooks on that layer alone, at the cost of two passes through each layer instead
+    of one per layer.
     Picked modules outside the stack (none in a Llama by default) are calibrated last, on
-    a forward pass of the pruned model.
+    a forward pass of the changed model.
     """
     if not modules:
         raise ValueError("no module to calibrate")
-    layers = layer_stack(model)
+    layers = blocks(model)
     captured: list[tuple[tuple, dict]] = []
 
     def capture(module, args, kwargs):
-        captured.append((args, _without_cache(kwargs)))
+        captured.append((args, without_cache(kwargs)))
         raise _Captured
 
     def first_layer_inputs(batch):
         try:
-            model(**_inputs(batch))
+            model(**model_inputs(batch))
         except _Captured:
             return
         raise RuntimeError("the model's forward pass never reached its first layer")
@@ -167,13 +185,13 @@ def sequential_statistics(model: nn.Module, batches: Iterable[dict], modules: di
                 finally:
                     for h in handles:
                         h.remove()
-                prune_fn(stats)
+                change_fn(stats)
             hidden = [run_layer(layer, i) for i in range(len(hidden))]
     finally:
         model.train(was_training)
     rest = {fqn: m for fqn, m in modules.items() if fqn not in inside}
     if rest:
-        prune_fn(input_statistics(model, kept, rest, gram=gram))
+        change_fn(input_statistics(model, kept, rest, gram=gram))
 
 
 def run_batches(model: nn.Module, batches: Iterable[dict], step: Callable[[dict], None], *, handles=(),
