@@ -24,13 +24,11 @@ commit on every row). Needs a CUDA GPU:
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
-from kernel_timing import time_candidates, write_rows
-from shrinklib import measure
+from shrinklib.kernels.benchmark import KernelBenchmark
 from shrinklib.kernels.int4_weight import pack_int4, w4a16_matmul, w4a16_matmul_ref
 from shrinklib.kernels.int8_int8 import quantize_per_token, w8a8_matmul, w8a8_matmul_ref
 from shrinklib.kernels.int8_weight import w8a16_matmul, w8a16_matmul_ref
@@ -55,15 +53,8 @@ def _int_mm(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_scale
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true")
-    args = parser.parse_args()
-    dry = args.dry_run
-    if not dry and not torch.cuda.is_available():
-        raise SystemExit("this benchmark needs a CUDA GPU (use --dry-run to check the script on the CPU)")
-    device, dtype = ("cpu", torch.float32) if dry else ("cuda", torch.float16)
-    stamp = measure.provenance(device)
-    rows = []
+    bench = KernelBenchmark.from_command_line(__doc__.splitlines()[0])
+    dry, device, dtype = bench.dry, bench.device, bench.dtype
     for shape_name, (n, k) in (DRY_SHAPES if dry else SHAPES).items():
         dense = torch.randn(n, k, device=device, dtype=dtype)
         s8, z8 = choose_qparams(dense, 8, True, axis=0)
@@ -88,9 +79,9 @@ def main() -> None:
                 candidates["W8A8 torch._int_mm"] = (lambda: _int_mm(x_q, x_scale, q8, s8, dtype), w8a8_ref)
             except (RuntimeError, NotImplementedError) as err:
                 print(f"torch._int_mm unavailable for {shape_name}, M={m}: {str(err).splitlines()[0]}")
-            time_candidates(candidates, rows, shape_name=shape_name, n=n, k=k, m=m, dtype=dtype, stamp=stamp,
-                            dry=dry)
-    write_rows(rows, OUT, dry)
+            bench.time(candidates, shape_name=shape_name, n=n, k=k, m=m)
+    bench.write(OUT)
+
 
 if __name__ == "__main__":
     main()

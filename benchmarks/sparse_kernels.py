@@ -19,13 +19,12 @@ date and commit on every row). Needs a CUDA GPU:
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
-from kernel_timing import time_candidates, write_rows
-from shrinklib import measure, prune
+from shrinklib import prune
+from shrinklib.kernels.benchmark import KernelBenchmark
 from shrinklib.kernels.bsr import bsr_matmul, to_bsr
 from shrinklib.kernels.sparse24 import compress_24, sparse24_matmul
 
@@ -42,16 +41,9 @@ def _block_sparse(weight: torch.Tensor, sparsity: float, block: tuple[int, int])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true")
-    args = parser.parse_args()
-    dry = args.dry_run
-    if not dry and not torch.cuda.is_available():
-        raise SystemExit("this benchmark needs a CUDA GPU (use --dry-run to check the script on the CPU)")
-    device, dtype = ("cpu", torch.float32) if dry else ("cuda", torch.float16)
+    bench = KernelBenchmark.from_command_line(__doc__.splitlines()[0])
+    dry, device, dtype = bench.dry, bench.device, bench.dtype
     block = (16, 16) if dry else (32, 32)
-    stamp = measure.provenance(device)
-    rows = []
     for shape_name, (n, k) in (DRY_SHAPES if dry else SHAPES).items():
         dense = torch.randn(n, k, device=device, dtype=dtype)
         w24 = dense * prune.nm_mask(dense.float(), 2, 4).to(device)
@@ -75,9 +67,9 @@ def main() -> None:
             for s, (crow, col, vals) in bsr.items():
                 ref = x @ _block_sparse(dense, s, block).T
                 candidates[f"block {int(s * 100)}% triton"] = (lambda c=crow, cl=col, v=vals: bsr_matmul(x, c, cl, v), ref)
-            time_candidates(candidates, rows, shape_name=shape_name, n=n, k=k, m=m, dtype=dtype, stamp=stamp,
-                            dry=dry)
-    write_rows(rows, OUT, dry)
+            bench.time(candidates, shape_name=shape_name, n=n, k=k, m=m)
+    bench.write(OUT)
+
 
 if __name__ == "__main__":
     main()

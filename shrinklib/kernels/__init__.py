@@ -16,6 +16,11 @@ and unmasked out-of-bounds loads pass silently, so masks are right by constructi
   x fp16/fp32 activation.
 * :mod:`~shrinklib.kernels.int8_int8` - W8A8: int8 activation (per-token) x int8 weight (per-channel),
   exact int32 accumulation.
+
+What the launchers share (activation and tile checks, ``tl.dot``'s input precision: ieee
+for fp32, the output, the grid, the empty-batch path) is :mod:`~shrinklib.kernels.launch`;
+the protocol of the GPU benchmarks in ``benchmarks/*_kernels.py`` is
+:mod:`~shrinklib.kernels.benchmark`.
 """
 import os
 import sys

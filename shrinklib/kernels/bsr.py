@@ -6,8 +6,10 @@ torch's ``Tensor.to_sparse_bsr`` makes it: for block-row ``r`` (output features
 ``r*BN .. r*BN+BN-1``) the kept blocks are ``values[crow[r]:crow[r+1]]``, each
 ``(BN, BK)``, at block-columns ``col[crow[r]:crow[r+1]]``. One program computes a
 ``(BLOCK_M, BN)`` tile of ``y``: it walks the block-row's kept blocks only, loads the
-matching ``(BLOCK_M, BK)`` slice of ``x`` and accumulates ``tl.dot`` in fp32. Work and
-weight traffic scale with the blocks kept (Gray et al., 2017, "GPU kernels for
+matching ``(BLOCK_M, BK)`` slice of ``x`` and accumulates ``tl.dot`` in fp32, its inputs
+in the activation's dtype (fp32 at full fp32 precision, not tf32). ``BN`` and ``BK`` are
+``tl.dot`` tile sides, so the kernel takes blocks whose sides are powers of two >= 16.
+Work and weight traffic scale with the blocks kept (Gray et al., 2017, "GPU kernels for
 block-sparse weights"). :func:`bsr_matmul_ref` is the definition of the right answer.
 """
 from __future__ import annotations
@@ -20,6 +22,10 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
+from shrinklib._checks import is_int
+from shrinklib.kernels.launch import check_activations, check_blocks, dot_precision, dtype_name, tiled_matmul
+
+_INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 @contextmanager
@@ -32,26 +38,67 @@ def _quiet_sparse():
 
 
 def to_bsr(weight: torch.Tensor, block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(crow, col, values)`` of ``weight`` in BSR form with ``block``; all-zero blocks dropped."""
+    """``(crow, col, values)`` of ``weight`` in BSR form with ``block``; all-zero blocks dropped.
+
+    ``crow`` ``(N/BN + 1,)`` and ``col`` ``(blocks,)`` are int32, ``values`` ``(blocks, BN, BK)``
+    has ``weight``'s dtype, for ``block = (BN, BK)``.
+    """
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a tensor (N, K), got {dtype_name(weight)}")
     if weight.ndim != 2:
         raise ValueError(f"weight must be 2-D (N, K), got shape {tuple(weight.shape)}")
+    if not isinstance(block, (tuple, list)) or len(block) != 2 or not all(is_int(b) and b >= 1 for b in block):
+        raise ValueError(f"block must be a pair of ints >= 1 (rows, columns), got {block!r}")
     rows, cols = block
     if weight.shape[0] % rows or weight.shape[1] % cols:
-        raise ValueError(f"block {block} does not divide the weight of shape {tuple(weight.shape)}")
+        raise ValueError(f"block {tuple(block)} does not divide the weight of shape {tuple(weight.shape)}")
     with _quiet_sparse():
-        bsr = weight.detach().to_sparse_bsr(block)
+        bsr = weight.detach().to_sparse_bsr(tuple(block))
     return (bsr.crow_indices().to(torch.int32).contiguous(), bsr.col_indices().to(torch.int32).contiguous(),
             bsr.values().contiguous())
 
 
+def _check_bsr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor) -> tuple[int, int, int]:
+    """``(N, BN, BK)`` of the weight that ``(crow, col, values)`` encode, once the three are checked."""
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"values must be a tensor (blocks, BN, BK) from to_bsr, got {dtype_name(values)}")
+    if values.ndim != 3:
+        raise ValueError(f"values must be 3-D (blocks, BN, BK), got shape {tuple(values.shape)}")
+    for name, t in (("crow", crow), ("col", col)):
+        if not isinstance(t, torch.Tensor) or t.dtype not in _INDEX_DTYPES:
+            raise TypeError(f"{name} must be an int32 or int64 tensor from to_bsr, got {dtype_name(t)}")
+    if crow.ndim != 1 or crow.numel() == 0:
+        raise ValueError(f"crow must be 1-D (N/BN + 1,), one start per block-row and the end, got shape "
+                         f"{tuple(crow.shape)}")
+    blocks, bn, bk = values.shape
+    if col.shape != (blocks,):
+        raise ValueError(f"col must have shape (blocks,) = ({blocks},), one block-column per stored block, "
+                         f"got {tuple(col.shape)}")
+    return (crow.numel() - 1) * bn, bn, bk
+
+
 def bsr_to_dense(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The dense ``shape = (N, K)`` weight that ``(crow, col, values)`` encode: :func:`to_bsr`'s inverse."""
+    _check_bsr(crow, col, values)
     with _quiet_sparse():
-        return torch.sparse_bsr_tensor(crow.long(), col.long(), values, size=shape).to_dense()
+        return torch.sparse_bsr_tensor(crow.long(), col.long(), values, size=tuple(shape)).to_dense()
 
 
-def bsr_matmul_ref(x: torch.Tensor, crow, col, values, n: int) -> torch.Tensor:
-    """Reference: ``x @ W.T`` with ``W`` rebuilt dense, accumulated in fp32, cast to ``x.dtype``."""
-    w = bsr_to_dense(crow, col, values, (n, x.shape[-1]))
+def _check_k(x: torch.Tensor, bk: int) -> int:
+    """``K``, the last dimension of ``x``, once it is known to hold whole blocks of width ``bk``."""
+    k = x.shape[-1] if x.ndim else "none: x is 0-d"
+    if not x.ndim or k % bk:
+        raise ValueError(f"x's last dimension ({k}) must be a multiple of the block width {bk}")
+    return k
+
+
+def bsr_matmul_ref(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
+                   n: int) -> torch.Tensor:
+    """Reference: ``x @ W.T`` with ``W`` ``(n, K)`` rebuilt dense, accumulated in fp32, cast to ``x.dtype``."""
+    n_rows, _, bk = _check_bsr(crow, col, values)
+    if n != n_rows:
+        raise ValueError(f"n ({n}) must be the rows of the BSR weight, (len(crow) - 1) * BN = {n_rows}")
+    w = bsr_to_dense(crow, col, values, (n, _check_k(x, bk)))
     return (x.float() @ w.float().T).to(x.dtype)
 
 
@@ -59,7 +106,7 @@ def bsr_matmul_ref(x: torch.Tensor, crow, col, values, n: int) -> torch.Tensor:
 def _bsr_kernel(
     x_ptr, crow_ptr, col_ptr, v_ptr, y_ptr, M, K,
     stride_xm, stride_xk, stride_vb, stride_vn, stride_vk, stride_ym, stride_yn,
-    BLOCK_M: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    BLOCK_M: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     row = tl.program_id(1)  # block-row of W = block of output features
@@ -75,31 +122,34 @@ def _bsr_kernel(
         x = tl.load(x_ptr + rm[:, None] * stride_xm + ks[None, :] * stride_xk,
                     mask=(rm[:, None] < M) & (ks[None, :] < K), other=0.0)
         w = tl.load(v_ptr + j * stride_vb + rn[:, None] * stride_vn + rk[None, :] * stride_vk)
-        acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
+        acc += tl.dot(x, tl.trans(w), input_precision=PRECISION)  # values have x's dtype
     cols = row * BN + rn
     tl.store(y_ptr + rm[:, None] * stride_ym + cols[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty),
              mask=rm[:, None] < M)
 
 
 def bsr_matmul(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, *,
-               block_m: int = 16) -> torch.Tensor:
-    """``x @ W.T`` for ``x`` of shape ``(..., K)`` and ``W`` in the BSR form of :func:`to_bsr`."""
-    if x.dtype not in (torch.float16, torch.float32):
-        raise TypeError(f"x must be float16 or float32, got {x.dtype} (bf16 is wrong under Triton's interpreter)")
+               block_m: int | None = None) -> torch.Tensor:
+    """``x @ W.T`` for ``x`` of shape ``(..., K)`` and ``W`` in the BSR form of :func:`to_bsr`; ``x``'s dtype out.
+
+    ``values`` has ``x``'s dtype (fp16 or fp32) and blocks ``(BN, BK)`` whose sides are
+    powers of two >= 16. ``crow`` and ``col`` are trusted to index ``values`` as
+    :func:`to_bsr` made them (checking them would cost a device sync). ``block_m``
+    defaults to the smallest power of two from 16 to 64 that holds the rows of ``x``.
+    """
+    check_activations(x)
+    n, bn, bk = _check_bsr(crow, col, values)
     if values.dtype != x.dtype:
         raise TypeError(f"values ({values.dtype}) must have the dtype of x ({x.dtype})")
-    _, bn, bk = values.shape
-    n = (crow.numel() - 1) * bn
-    k = x.shape[-1]
-    if k % bk:
-        raise ValueError(f"x's last dimension ({k}) must be a multiple of the block width {bk}")
-    x2 = x.reshape(-1, k)
-    m = x2.shape[0]
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(m, block_m), crow.numel() - 1)
-    _bsr_kernel[grid](
-        x2, crow, col, values, y, m, k,
-        x2.stride(0), x2.stride(1), values.stride(0), values.stride(1), values.stride(2), y.stride(0), y.stride(1),
-        BLOCK_M=block_m, BN=bn, BK=bk,
-    )
-    return y.reshape(*x.shape[:-1], n)
+    check_blocks(**{"the block's rows (values.shape[1])": bn, "the block's columns (values.shape[2])": bk})
+    k = _check_k(x, bk)
+    # tiles of BN output features: the grid's second axis walks the N / BN block-rows
+    run = tiled_matmul(x, n, x.dtype, block_m, bn, bk)
+    if not run.empty:
+        x2, y = run.rows, run.y
+        _bsr_kernel[run.grid](
+            x2, crow, col, values, y, run.m, k,
+            x2.stride(0), x2.stride(1), values.stride(0), values.stride(1), values.stride(2), y.stride(0), y.stride(1),
+            BLOCK_M=run.block_m, BN=bn, BK=bk, PRECISION=dot_precision(x.dtype),
+        )
+    return run.out

@@ -28,7 +28,8 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
-from shrinklib.kernels.int8_weight import _check_activations, _dtype_name, _output_and_grid, _precision
+from shrinklib._checks import is_int
+from shrinklib.kernels.launch import check_activations, dot_precision, dtype_name, tiled_matmul
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -40,7 +41,7 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
     nibble: ``[[1, 2]]`` packs to ``[[0x21]]``.
     """
     if not isinstance(q, torch.Tensor) or q.dtype not in _INT_DTYPES:
-        raise TypeError(f"q must be an integer tensor of 4-bit levels, got {_dtype_name(q)}")
+        raise TypeError(f"q must be an integer tensor of 4-bit levels, got {dtype_name(q)}")
     if q.ndim != 2:
         raise ValueError(f"q must be 2-D (N, K), got shape {tuple(q.shape)}")
     if q.shape[1] % 2:
@@ -54,7 +55,7 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     """The uint8 levels ``(N, 2 * K/2)`` that :func:`pack_int4` packed: its exact inverse."""
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
-        raise TypeError(f"packed must be a uint8 tensor (N, K/2), got {_dtype_name(packed)}")
+        raise TypeError(f"packed must be a uint8 tensor (N, K/2), got {dtype_name(packed)}")
     if packed.ndim != 2:
         raise ValueError(f"packed must be 2-D (N, K/2), got shape {tuple(packed.shape)}")
     return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], 2 * packed.shape[1])
@@ -62,19 +63,19 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
 
 def _check_weight(packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, group_size: int) -> None:
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
-        raise TypeError(f"packed must be a uint8 tensor (N, K/2) from pack_int4, got {_dtype_name(packed)}")
+        raise TypeError(f"packed must be a uint8 tensor (N, K/2) from pack_int4, got {dtype_name(packed)}")
     if packed.ndim != 2:
         raise ValueError(f"packed must be 2-D (N, K/2), got shape {tuple(packed.shape)}")
     n, k = packed.shape[0], 2 * packed.shape[1]
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2 or group_size % 2:
+    if not is_int(group_size) or group_size < 2 or group_size % 2:
         raise ValueError(f"group_size must be a positive even integer (a group is whole bytes), got {group_size!r}")
     groups = (n, -(-k // group_size))  # the last group of a row is shorter when group_size does not divide K
     if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:
-        raise TypeError(f"scale must be a float32 tensor (N, ceil(K/group_size)), got {_dtype_name(scale)}")
+        raise TypeError(f"scale must be a float32 tensor (N, ceil(K/group_size)), got {dtype_name(scale)}")
     if scale.shape != groups:
         raise ValueError(f"scale must have shape (N, ceil(K/group_size)) = {groups}, got {tuple(scale.shape)}")
     if not isinstance(zero_point, torch.Tensor) or zero_point.dtype not in _INT_DTYPES:
-        raise TypeError(f"zero_point must be an integer tensor (N, ceil(K/group_size)), got {_dtype_name(zero_point)}")
+        raise TypeError(f"zero_point must be an integer tensor (N, ceil(K/group_size)), got {dtype_name(zero_point)}")
     if zero_point.shape != groups:
         raise ValueError(f"zero_point must have shape (N, ceil(K/group_size)) = {groups}, got {tuple(zero_point.shape)}")
 
@@ -131,21 +132,19 @@ def w4a16_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zer
     with ``g = group_size``. ``block_m`` defaults to the smallest power of two from 16 to
     64 that holds the rows of ``x``.
     """
-    _check_activations(x)
+    check_activations(x)
     _check_weight(packed, scale, zero_point, group_size)
     n, k = packed.shape[0], 2 * packed.shape[1]
     if x.ndim == 0 or x.shape[-1] != k:
         raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, packed {tuple(packed.shape)} "
                          "(x's last dimension must be K = 2 * K/2)")
-    x2 = x.reshape(-1, k)
-    m = x2.shape[0]
-    block_m, y, grid = _output_and_grid(m, n, x.dtype, x.device, block_m, block_n, block_k)
-    if m == 0:
-        return y.reshape(*x.shape[:-1], n)
-    _w4a16_kernel[grid](
-        x2, packed, scale, zero_point, y, m, n, k,
-        x2.stride(0), x2.stride(1), packed.stride(0), packed.stride(1), scale.stride(0), scale.stride(1),
-        zero_point.stride(0), zero_point.stride(1), y.stride(0), y.stride(1),
-        GROUP_SIZE=group_size, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=_precision(x.dtype),
-    )
-    return y.reshape(*x.shape[:-1], n)
+    run = tiled_matmul(x, n, x.dtype, block_m, block_n, block_k)
+    if not run.empty:
+        x2, y = run.rows, run.y
+        _w4a16_kernel[run.grid](
+            x2, packed, scale, zero_point, y, run.m, n, k,
+            x2.stride(0), x2.stride(1), packed.stride(0), packed.stride(1), scale.stride(0), scale.stride(1),
+            zero_point.stride(0), zero_point.stride(1), y.stride(0), y.stride(1), GROUP_SIZE=group_size,
+            BLOCK_M=run.block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=dot_precision(x.dtype),
+        )
+    return run.out

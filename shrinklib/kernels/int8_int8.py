@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
-from shrinklib.kernels.int8_weight import _dtype_name, _output_and_grid
+from shrinklib.kernels.launch import dtype_name, tiled_matmul
 
 MAX_K = 2 ** 31 // (128 * 128) - 1  # the int32 accumulator cannot overflow up to this K
 OUT_DTYPES = (torch.float32, torch.float16)
@@ -38,7 +38,7 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     :func:`shrinklib.quant.primitives.quantize`. A row of zeros gets scale 1 (and zeros).
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {_dtype_name(x)}")
+        raise TypeError(f"x must be a floating-point tensor, got {dtype_name(x)}")
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ValueError(f"x must have a nonempty last dimension (K), got shape {tuple(x.shape)}")
     xf = x.float()
@@ -55,10 +55,10 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _check_args(x_q, x_scale, w_q, w_scale, out_dtype) -> None:
     for name, t in (("x_q", x_q), ("w_q", w_q)):
         if not isinstance(t, torch.Tensor) or t.dtype != torch.int8:
-            raise TypeError(f"{name} must be an int8 tensor, got {_dtype_name(t)}")
+            raise TypeError(f"{name} must be an int8 tensor, got {dtype_name(t)}")
     for name, t in (("x_scale", x_scale), ("w_scale", w_scale)):
         if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
-            raise TypeError(f"{name} must be a float32 tensor, got {_dtype_name(t)}")
+            raise TypeError(f"{name} must be a float32 tensor, got {dtype_name(t)}")
     if out_dtype not in OUT_DTYPES:
         raise TypeError(f"out_dtype must be torch.float32 or torch.float16, got {out_dtype} "
                         "(bf16 is wrong under Triton's interpreter)")
@@ -126,15 +126,12 @@ def w8a8_matmul(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_s
     """
     _check_args(x_q, x_scale, w_q, w_scale, out_dtype)
     n, k = w_q.shape
-    x2 = x_q.reshape(-1, k)
-    xs = x_scale.reshape(-1)
-    m = x2.shape[0]
-    block_m, y, grid = _output_and_grid(m, n, out_dtype, x_q.device, block_m, block_n, block_k)
-    if m == 0:
-        return y.reshape(*x_q.shape[:-1], n)
-    _w8a8_kernel[grid](
-        x2, xs, w_q, w_scale, y, m, n, k,
-        x2.stride(0), x2.stride(1), xs.stride(0), w_q.stride(0), w_q.stride(1), w_scale.stride(0),
-        y.stride(0), y.stride(1), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-    )
-    return y.reshape(*x_q.shape[:-1], n)
+    run = tiled_matmul(x_q, n, out_dtype, block_m, block_n, block_k)
+    if not run.empty:
+        x2, xs, y = run.rows, x_scale.reshape(-1), run.y
+        _w8a8_kernel[run.grid](
+            x2, xs, w_q, w_scale, y, run.m, n, k,
+            x2.stride(0), x2.stride(1), xs.stride(0), w_q.stride(0), w_q.stride(1), w_scale.stride(0),
+            y.stride(0), y.stride(1), BLOCK_M=run.block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        )
+    return run.out

@@ -23,19 +23,16 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
-
-
-def _dtype_name(t) -> str:
-    return str(t.dtype) if isinstance(t, torch.Tensor) else type(t).__name__
+from shrinklib.kernels.launch import check_activations, dot_precision, dtype_name, tiled_matmul
 
 
 def _check_weight(qweight: torch.Tensor, scale: torch.Tensor) -> None:
     if not isinstance(qweight, torch.Tensor) or qweight.dtype != torch.int8:
-        raise TypeError(f"qweight must be an int8 tensor (N, K), got {_dtype_name(qweight)}")
+        raise TypeError(f"qweight must be an int8 tensor (N, K), got {dtype_name(qweight)}")
     if qweight.ndim != 2:
         raise ValueError(f"qweight must be 2-D (N, K), got shape {tuple(qweight.shape)}")
     if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:
-        raise TypeError(f"scale must be a float32 tensor (N,), got {_dtype_name(scale)}")
+        raise TypeError(f"scale must be a float32 tensor (N,), got {dtype_name(scale)}")
     if scale.shape != qweight.shape[:1]:
         raise ValueError(f"scale must have shape (N,) = ({qweight.shape[0]},), one per output channel, "
                          f"got {tuple(scale.shape)}")
@@ -75,32 +72,6 @@ def _w8a16_kernel(
     tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
-def _precision(dtype: torch.dtype) -> str:
-    """``tl.dot``'s input precision: fp32 inputs stay fp32 on a GPU (its default would round them to tf32)."""
-    return "ieee" if dtype == torch.float32 else "tf32"
-
-
-def _check_blocks(**blocks: int) -> None:
-    for name, value in blocks.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 16 or value & (value - 1):
-            raise ValueError(f"{name} must be a power of two >= 16 (tl.dot's smallest tile), got {value!r}")
-
-
-def _check_activations(x) -> None:
-    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.float32):
-        raise TypeError(f"x must be float16 or float32, got {_dtype_name(x)} (bf16 is wrong under Triton's interpreter)")
-
-
-def _output_and_grid(m: int, n: int, dtype: torch.dtype, device, block_m: int | None, block_n: int,
-                     block_k: int) -> tuple[int, torch.Tensor, tuple[int, int]]:
-    """``(block_m, y, grid)`` shared by the quantized-matmul launchers: ``block_m`` defaults to the
-    smallest power of two from 16 to 64 that holds the ``m`` rows; ``y`` is the empty ``(m, n)`` output."""
-    block_m = block_m if block_m is not None else min(64, max(16, triton.next_power_of_2(m)))
-    _check_blocks(block_m=block_m, block_n=block_n, block_k=block_k)
-    y = torch.empty(m, n, dtype=dtype, device=device)
-    return block_m, y, (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
-
-
 def w8a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *,
                  block_m: int | None = None, block_n: int = 64, block_k: int = 64) -> torch.Tensor:
     """``x @ (qweight * scale[:, None]).T`` for ``x`` of shape ``(..., K)``; the result has ``x``'s dtype.
@@ -108,20 +79,18 @@ def w8a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *,
     ``qweight`` is int8 ``(N, K)``, ``scale`` fp32 ``(N,)``. ``block_m`` defaults to the
     smallest power of two from 16 to 64 that holds the rows of ``x``.
     """
-    _check_activations(x)
+    check_activations(x)
     _check_weight(qweight, scale)
     n, k = qweight.shape
     if x.ndim == 0 or x.shape[-1] != k:
         raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, qweight {tuple(qweight.shape)} "
                          "(x's last dimension must be K)")
-    x2 = x.reshape(-1, k)
-    m = x2.shape[0]
-    block_m, y, grid = _output_and_grid(m, n, x.dtype, x.device, block_m, block_n, block_k)
-    if m == 0:
-        return y.reshape(*x.shape[:-1], n)
-    _w8a16_kernel[grid](
-        x2, qweight, scale, y, m, n, k,
-        x2.stride(0), x2.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), y.stride(0), y.stride(1),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=_precision(x.dtype),
-    )
-    return y.reshape(*x.shape[:-1], n)
+    run = tiled_matmul(x, n, x.dtype, block_m, block_n, block_k)
+    if not run.empty:
+        x2, y = run.rows, run.y
+        _w8a16_kernel[run.grid](
+            x2, qweight, scale, y, run.m, n, k,
+            x2.stride(0), x2.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), y.stride(0), y.stride(1),
+            BLOCK_M=run.block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=dot_precision(x.dtype),
+        )
+    return run.out

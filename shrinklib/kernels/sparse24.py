@@ -11,8 +11,9 @@ That is half the weight's bytes plus a quarter byte per kept pair, the layout id
 NVIDIA's sparse tensor cores (Mishra et al., 2021), which keep 2-bit indices too. The
 kernel reads the compressed tiles, rebuilds each dense ``(BLOCK_N, BLOCK_K)`` tile of
 ``W`` in registers (every column picks ``values[2g]``, ``values[2g+1]`` or zero by
-comparing its position with the metadata) and multiplies it with ``tl.dot``,
-accumulating in fp32. :func:`sparse24_matmul_ref` is the definition of the right answer.
+comparing its position with the metadata) and multiplies it with ``tl.dot`` in the
+activation's dtype (fp32 inputs at full fp32 precision, not tf32), accumulating in fp32.
+:func:`sparse24_matmul_ref` is the definition of the right answer.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
+from shrinklib.kernels.launch import check_activations, dot_precision, dtype_name, tiled_matmul
 
 
 def compress_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,6 +31,8 @@ def compress_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     A group with fewer than two nonzeros stores zeros at unused positions, so any weight
     with at most two nonzeros per group of four compresses exactly.
     """
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a tensor (N, K), got {dtype_name(weight)}")
     if weight.ndim != 2:
         raise ValueError(f"weight must be 2-D (N, K), got shape {tuple(weight.shape)}")
     n, k = weight.shape
@@ -46,12 +50,25 @@ def compress_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values.reshape(n, k // 2).contiguous(), meta.contiguous()
 
 
-def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
-    """The dense ``(N, K)`` weight that ``(values, meta)`` encode."""
+def _check_compressed(values: torch.Tensor, meta: torch.Tensor) -> tuple[int, int]:
+    """``(N, K)`` of the weight that ``(values, meta)`` encode, once both are checked."""
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"values must be a tensor (N, K/2) from compress_24, got {dtype_name(values)}")
+    if values.ndim != 2:
+        raise ValueError(f"values must be 2-D (N, K/2), got shape {tuple(values.shape)}")
+    if not isinstance(meta, torch.Tensor) or meta.dtype != torch.uint8:
+        raise TypeError(f"meta must be a uint8 tensor (N, K/4) from compress_24, got {dtype_name(meta)}")
     n, half = values.shape
     if meta.shape != (n, half // 2) or half % 2:
         raise ValueError(f"meta must have shape (N, K/4) = {(n, half // 2)} for values {tuple(values.shape)}, "
                          f"got {tuple(meta.shape)}")
+    return n, 2 * half
+
+
+def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+    """The dense ``(N, K)`` weight that ``(values, meta)`` encode."""
+    n, k = _check_compressed(values, meta)
+    half = k // 2
     pairs = values.reshape(n, half // 2, 2)
     dense = torch.zeros(n, half // 2, 4, dtype=values.dtype, device=values.device)
     m = meta.to(torch.int64)
@@ -62,6 +79,9 @@ def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
 
 def sparse24_matmul_ref(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     """Reference: ``x @ W.T`` with ``W`` decompressed, accumulated in fp32, cast to ``x.dtype``."""
+    _, k = _check_compressed(values, meta)
+    if x.shape[-1] != k:
+        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, values {tuple(values.shape)} (K = 2 * K/2)")
     return (x.float() @ decompress_24(values, meta).float().T).to(x.dtype)
 
 
@@ -69,7 +89,7 @@ def sparse24_matmul_ref(x: torch.Tensor, values: torch.Tensor, meta: torch.Tenso
 def _sparse24_kernel(
     x_ptr, v_ptr, meta_ptr, y_ptr, M, N, K,
     stride_xm, stride_xk, stride_vn, stride_vk, stride_mn, stride_mk, stride_ym, stride_yn,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -88,31 +108,33 @@ def _sparse24_kernel(
         v0 = tl.load(v_ptr + rn[:, None] * stride_vn + (2 * group)[None, :] * stride_vk, mask=w_mask, other=0.0)
         v1 = tl.load(v_ptr + rn[:, None] * stride_vn + (2 * group + 1)[None, :] * stride_vk, mask=w_mask, other=0.0)
         w = tl.where((meta & 3) == position[None, :], v0, tl.where(((meta >> 2) & 3) == position[None, :], v1, 0.0))
-        acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
+        acc += tl.dot(x, tl.trans(w.to(x.dtype)), input_precision=PRECISION)
     y_mask = (rm[:, None] < M) & (rn[None, :] < N)
     tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
 def sparse24_matmul(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, *,
-                    block_m: int = 16, block_n: int = 32, block_k: int = 64) -> torch.Tensor:
-    """``x @ W.T`` for ``x`` of shape ``(..., K)`` and a compressed 2:4 ``W`` of shape ``(N, K)``."""
-    if x.dtype not in (torch.float16, torch.float32):
-        raise TypeError(f"x must be float16 or float32, got {x.dtype} (bf16 is wrong under Triton's interpreter)")
+                    block_m: int | None = None, block_n: int = 64, block_k: int = 64) -> torch.Tensor:
+    """``x @ W.T`` for ``x`` of shape ``(..., K)`` and a compressed 2:4 ``W`` of shape ``(N, K)``; ``x``'s dtype out.
+
+    ``values`` ``(N, K/2)`` has ``x``'s dtype (fp16 or fp32), ``meta`` is uint8 ``(N, K/4)``,
+    both from :func:`compress_24`. ``block_m`` defaults to the smallest power of two from
+    16 to 64 that holds the rows of ``x``.
+    """
+    check_activations(x)
+    n, k = _check_compressed(values, meta)
     if values.dtype != x.dtype:
         raise TypeError(f"values ({values.dtype}) must have the dtype of x ({x.dtype})")
-    n, half = values.shape
-    k = 2 * half
-    if x.shape[-1] != k or meta.shape != (n, k // 4):
-        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, values {tuple(values.shape)}, meta {tuple(meta.shape)}")
-    if block_k % 4:
-        raise ValueError(f"block_k must be a multiple of 4, got {block_k}")
-    x2 = x.reshape(-1, k)
-    m = x2.shape[0]
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
-    _sparse24_kernel[grid](
-        x2, values, meta, y, m, n, k,
-        x2.stride(0), x2.stride(1), values.stride(0), values.stride(1), meta.stride(0), meta.stride(1),
-        y.stride(0), y.stride(1), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-    )
-    return y.reshape(*x.shape[:-1], n)
+    if x.ndim == 0 or x.shape[-1] != k:
+        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, values {tuple(values.shape)}, "
+                         f"meta {tuple(meta.shape)} (x's last dimension must be K = 2 * K/2)")
+    run = tiled_matmul(x, n, x.dtype, block_m, block_n, block_k)
+    if not run.empty:
+        x2, y = run.rows, run.y
+        _sparse24_kernel[run.grid](
+            x2, values, meta, y, run.m, n, k,
+            x2.stride(0), x2.stride(1), values.stride(0), values.stride(1), meta.stride(0), meta.stride(1),
+            y.stride(0), y.stride(1),
+            BLOCK_M=run.block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=dot_precision(x.dtype),
+        )
+    return run.out

@@ -68,6 +68,15 @@ def test_uint8_zero_points_and_other_block_sizes():
     assert torch.allclose(got, w4a16_matmul_ref(x, packed, scale, zero_point, 16), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("lead", [(0,), (3, 0)])
+def test_an_empty_batch_gives_an_empty_result(lead, dtype):
+    _, q, scale, zero_point = _quantized(45, 76, 38)
+    got = w4a16_matmul(torch.zeros(*lead, 76, dtype=dtype, device=DEVICE), pack_int4(q).to(DEVICE), scale.to(DEVICE),
+                       zero_point.to(DEVICE), 38)
+    assert got.shape == (*lead, 45) and got.dtype == dtype and got.device.type == DEVICE
+
+
 def _args(n=3, k=8, group_size=4):
     return (pack_int4(torch.zeros(n, k, dtype=torch.uint8)), torch.ones(n, k // group_size),
             torch.zeros(n, k // group_size, dtype=torch.uint8))

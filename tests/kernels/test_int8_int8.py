@@ -68,6 +68,14 @@ def test_reference_is_the_matmul_of_the_dequantized_operands():
     assert torch.allclose(strided, got, atol=0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("lead", [(0,), (3, 0)])
+def test_an_empty_batch_gives_an_empty_result(lead, out_dtype):
+    got = w8a8_matmul(_levels(*lead, 76).to(DEVICE), torch.ones(lead, device=DEVICE), _levels(45, 76).to(DEVICE),
+                      _scales(45).to(DEVICE), out_dtype)
+    assert got.shape == (*lead, 45) and got.dtype == out_dtype and got.device.type == DEVICE
+
+
 @pytest.mark.parametrize("call, error, message", [
     (lambda: w8a8_matmul(torch.zeros(2, 8), torch.ones(2), _levels(3, 8), torch.ones(3)), TypeError,
      "x_q must be an int8 tensor"),

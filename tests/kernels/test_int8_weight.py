@@ -45,6 +45,14 @@ def test_other_block_sizes_and_a_strided_weight():
     assert torch.allclose(got, w8a16_matmul_ref(x, q, scale), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("lead", [(0,), (3, 0)])
+def test_an_empty_batch_gives_an_empty_result(lead, dtype):
+    _, q, scale, _ = _quantized(45, 76)
+    got = w8a16_matmul(torch.zeros(*lead, 76, dtype=dtype, device=DEVICE), q.to(DEVICE), scale[:, 0].to(DEVICE))
+    assert got.shape == (*lead, 45) and got.dtype == dtype and got.device.type == DEVICE
+
+
 @pytest.mark.parametrize("call, error, message", [
     (lambda: w8a16_matmul(torch.zeros(2, 8, dtype=torch.bfloat16), torch.zeros(3, 8, dtype=torch.int8),
                           torch.ones(3)), TypeError, "bf16"),

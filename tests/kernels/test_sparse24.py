@@ -41,12 +41,57 @@ def test_kernel_matches_the_reference_with_ragged_edges(m, n, k, batch, dtype, t
     assert torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("lead", [(0,), (3, 0)])
+def test_an_empty_batch_gives_an_empty_result(lead, dtype):
+    values, meta = compress_24(_sparse(45, 76, dtype=dtype))
+    got = sparse24_matmul(torch.zeros(*lead, 76, dtype=dtype, device=DEVICE), values.to(DEVICE), meta.to(DEVICE))
+    assert got.shape == (*lead, 45) and got.dtype == dtype and got.device.type == DEVICE
+
+
+def test_fp32_is_multiplied_in_fp32_not_tf32():
+    """tf32 keeps 10 mantissa bits: over K = 132 its error is ~1e-3, a hundred times this tolerance."""
+    w = _sparse(70, 132)
+    values, meta = compress_24(w)
+    x = torch.randn(37, 132, generator=torch.Generator().manual_seed(1))
+    got = sparse24_matmul(x.to(DEVICE), values.to(DEVICE), meta.to(DEVICE)).cpu()
+    assert torch.allclose(got, sparse24_matmul_ref(x, values, meta), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
+def test_other_block_sizes_and_strided_operands(dtype, tol):
+    w = _sparse(90, 76, dtype=dtype)
+    values, meta = compress_24(w)
+    values, meta = values[::2], meta[::2]  # every other output feature: strided rows
+    x = torch.randn(76, 45, generator=torch.Generator().manual_seed(1)).to(dtype).T  # column-major x
+    got = sparse24_matmul(x.to(DEVICE), values.to(DEVICE), meta.to(DEVICE), block_m=16, block_n=16, block_k=32).cpu()
+    assert got.shape == (45, 45)
+    assert torch.allclose(got.float(), sparse24_matmul_ref(x, values, meta).float(), atol=tol, rtol=tol)
+
+
 @pytest.mark.parametrize("call, error, message", [
     (lambda: compress_24(torch.ones(2, 8)), ValueError, "not 2:4 sparse"),
     (lambda: compress_24(torch.zeros(2, 6)), ValueError, r"K \(6\) must be a multiple of 4"),
     (lambda: sparse24_matmul(torch.zeros(2, 8, dtype=torch.bfloat16), *compress_24(torch.zeros(3, 8))), TypeError, "bf16"),
     (lambda: sparse24_matmul(torch.zeros(2, 12), *compress_24(torch.zeros(3, 8))), ValueError, "shapes do not fit"),
     (lambda: sparse24_matmul(torch.zeros(2, 8).half(), *compress_24(torch.zeros(3, 8))), TypeError, "must have the dtype of x"),
+    (lambda: sparse24_matmul([[0.0] * 8], *compress_24(torch.zeros(3, 8))), TypeError,
+     "x must be float16 or float32, got list"),
+    (lambda: sparse24_matmul(torch.zeros(2, 8), torch.zeros(3, 4), torch.zeros(3, 2, dtype=torch.int64)), TypeError,
+     "meta must be a uint8 tensor"),
+    (lambda: sparse24_matmul(torch.zeros(2, 8), torch.zeros(12), torch.zeros(3, 2, dtype=torch.uint8)), ValueError,
+     r"values must be 2-D \(N, K/2\), got shape \(12,\)"),
+    (lambda: sparse24_matmul(torch.zeros(2, 8), torch.zeros(3, 4), torch.zeros(3, 1, dtype=torch.uint8)), ValueError,
+     r"meta must have shape \(N, K/4\) = \(3, 2\)"),
+    (lambda: sparse24_matmul(torch.zeros(2, 16), *compress_24(torch.zeros(3, 16)), block_m=24), ValueError,
+     r"block_m must be a power of two >= 16 \(tl.dot's smallest tile\), got 24"),
+    (lambda: sparse24_matmul(torch.zeros(2, 16), *compress_24(torch.zeros(3, 16)), block_n=8), ValueError,
+     "block_n must be a power of two >= 16.*got 8"),
+    (lambda: sparse24_matmul(torch.zeros(2, 16), *compress_24(torch.zeros(3, 16)), block_k=48), ValueError,
+     "block_k must be a power of two >= 16.*got 48"),
+    (lambda: sparse24_matmul_ref(torch.zeros(2, 12), *compress_24(torch.zeros(3, 8))), ValueError, "shapes do not fit"),
+    (lambda: compress_24([[0.0] * 4]), TypeError, "weight must be a tensor"),
+    (lambda: decompress_24(torch.zeros(3, 4), torch.zeros(3, 2)), TypeError, "meta must be a uint8 tensor"),
 ])
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):

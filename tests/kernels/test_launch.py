@@ -1,0 +1,88 @@
+"""The launcher machinery every kernel shares: checks, tl.dot's precision, output and grid."""
+import pytest
+import torch
+import triton
+
+from shrinklib.kernels.launch import (
+    TiledMatmul,
+    check_activations,
+    check_blocks,
+    default_block_m,
+    dot_precision,
+    dtype_name,
+    tiled_matmul,
+)
+
+
+def test_dtype_name_of_a_tensor_and_of_anything_else():
+    assert dtype_name(torch.zeros(1, dtype=torch.bfloat16)) == "torch.bfloat16"
+    assert dtype_name([1.0]) == "list" and dtype_name(None) == "NoneType"
+
+
+def test_fp32_dots_stay_ieee_and_fp16_ones_take_the_tensor_core_default():
+    assert dot_precision(torch.float32) == "ieee"
+    assert dot_precision(torch.float16) == "tf32"  # ignored by tl.dot for fp16 inputs
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_fp16_and_fp32_activations_pass(dtype):
+    check_activations(torch.zeros(2, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("m, expected", [(0, 16), (1, 16), (16, 16), (17, 32), (33, 64), (64, 64), (1000, 64)])
+def test_default_block_m_is_the_smallest_power_of_two_from_16_to_64_holding_the_rows(m, expected):
+    assert default_block_m(m) == expected
+    assert expected == min(64, max(16, 1 << max(m - 1, 0).bit_length()))
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 256])
+def test_powers_of_two_from_16_are_tiles(size):
+    check_blocks(block_m=size, block_n=size, block_k=size)
+
+
+@pytest.mark.parametrize("lead, k, n, block_m, block_n, expected_block_m", [
+    ((37,), 76, 45, None, 64, 64), ((3, 5), 7, 9, None, 16, 16), ((1,), 8, 130, 32, 64, 32),
+])
+def test_tiled_matmul_is_x_as_rows_an_output_that_views_back_and_one_program_per_tile(lead, k, n, block_m, block_n,
+                                                                                        expected_block_m):
+    x = torch.randn(*lead, k)
+    run = tiled_matmul(x, n, torch.float16, block_m, block_n, 32)
+    assert isinstance(run, TiledMatmul) and run.block_m == expected_block_m
+    m = x.numel() // k
+    assert run.m == m and not run.empty and torch.equal(run.rows, x.reshape(m, k))
+    assert run.y.shape == (m, n) and run.y.dtype == torch.float16
+    assert run.out.shape == (*lead, n) and run.out.data_ptr() == run.y.data_ptr()  # what the kernel writes
+    assert run.grid == (triton.cdiv(m, expected_block_m), triton.cdiv(n, block_n))
+    run.y.fill_(1.5)
+    assert torch.all(run.out == 1.5)
+
+
+def test_tiled_matmul_of_an_empty_batch_has_no_rows_and_an_empty_output():
+    run = tiled_matmul(torch.zeros(2, 0, 12), 5, torch.float32, None, 64, 64)
+    assert run.m == 0 and run.empty and run.block_m == 16
+    assert run.out.shape == (2, 0, 5) and run.out.dtype == torch.float32
+
+
+def test_tiled_matmul_with_no_output_features_is_empty_too():
+    run = tiled_matmul(torch.zeros(3, 12), 0, torch.float16, None, 64, 64)
+    assert run.m == 3 and run.empty and run.out.shape == (3, 0)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: check_activations(torch.zeros(2, dtype=torch.bfloat16)), TypeError,
+     r"x must be float16 or float32, got torch.bfloat16 \(bf16 is wrong under Triton's interpreter\)"),
+    (lambda: check_activations([1.0], name="act"), TypeError, "act must be float16 or float32, got list"),
+    (lambda: check_activations(torch.zeros(2, dtype=torch.int8)), TypeError, "got torch.int8"),
+    (lambda: check_blocks(block_m=24), ValueError, r"block_m must be a power of two >= 16 \(tl.dot's smallest tile\), got 24"),
+    (lambda: check_blocks(block_n=32, block_k=8), ValueError, "block_k must be a power of two >= 16.*got 8"),
+    (lambda: check_blocks(block_k=True), ValueError, "block_k must be a power of two >= 16.*got True"),
+    (lambda: check_blocks(block_k=32.0), ValueError, r"block_k must be a power of two >= 16.*got 32\.0"),
+    (lambda: check_blocks(block_k=0), ValueError, "got 0"),
+    (lambda: tiled_matmul(torch.zeros(3, 8), 4, torch.float32, 48, 64, 64), ValueError,
+     "block_m must be a power of two >= 16.*got 48"),
+    (lambda: tiled_matmul(torch.zeros(3, 8), 4, torch.float32, None, 64, 100), ValueError,
+     "block_k must be a power of two >= 16.*got 100"),
+])
+def test_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
