@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from shrinklib._checks import check_int, check_number
+
 
 class BiLSTMClassifier(nn.Module):
     """Embedding -> bidirectional LSTM -> max-pool over tokens -> linear classifier."""
@@ -30,10 +32,8 @@ class BiLSTMClassifier(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("hidden_size", hidden_size),
                             ("num_layers", num_layers), ("num_labels", num_labels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+            check_int(name, value, minimum=1, what="a positive int")
+        check_number("dropout", dropout, low=0, high=1, high_open=True, what="in [0, 1)")
         self._kwargs = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
                             num_layers=num_layers, num_labels=num_labels, pad_token_id=pad_token_id, dropout=dropout)
         self.num_labels = num_labels

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from shrinklib._checks import check_int, check_number
 from shrinklib.data import model_inputs
 from shrinklib.utils import seed_everything
 
@@ -56,28 +57,22 @@ class TrainConfig:
     param_lrs: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
-        def positive(name, value, kind=int):
-            if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"TrainConfig.{name} must be a positive {kind.__name__}, got {value!r}")
+        def positive(name, value):
+            check_int(f"TrainConfig.{name}", value, minimum=1, what="a positive int")
 
         if self.max_steps is not None:
             positive("max_steps", self.max_steps)
-        if not isinstance(self.epochs, (int, float)) or self.epochs <= 0:
-            raise ValueError(f"TrainConfig.epochs must be > 0, got {self.epochs!r}")
+        check_number("TrainConfig.epochs", self.epochs, low=0, low_open=True, what="> 0")
         positive("batch_size", self.batch_size)
         positive("max_length", self.max_length)
         if self.eval_every is not None:
             positive("eval_every", self.eval_every)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip!r}")
-        if self.task_loss_weight < 0:
-            raise ValueError(f"TrainConfig.task_loss_weight must be >= 0, got {self.task_loss_weight!r}")
+        check_number("TrainConfig.lr", self.lr, low=0, low_open=True, what="> 0")
+        check_number("TrainConfig.warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True, what="in [0, 1)")
+        check_number("TrainConfig.weight_decay", self.weight_decay, low=0, what=">= 0")
+        if self.grad_clip is not None:
+            check_number("TrainConfig.grad_clip", self.grad_clip, low=0, low_open=True, what="> 0 or None")
+        check_number("TrainConfig.task_loss_weight", self.task_loss_weight, low=0, what=">= 0")
         for suffix, lr in dict(self.param_lrs).items():
             if not (isinstance(suffix, str) and suffix) or not (isinstance(lr, (int, float)) and lr > 0):
                 raise ValueError(f"TrainConfig.param_lrs maps name suffixes to rates > 0, got {suffix!r}: {lr!r}")
@@ -145,8 +140,15 @@ def _term_parameters(model: nn.Module, extra_losses: Mapping[str, LossTerm]) -> 
     return params
 
 
-def _optimizer(model: nn.Module, config: TrainConfig, extra: Sequence[tuple[str, nn.Parameter]] = ()
-               ) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, config: TrainConfig, extra: Sequence[tuple[str, nn.Parameter]] = ()
+                   ) -> torch.optim.AdamW:
+    """The AdamW that :func:`fit` trains with: ``config.lr`` and ``config.weight_decay``, except the
+    parameters whose names end in a key of ``config.param_lrs`` (their own rate, no decay), and
+    biases and LayerNorm weights (no decay).
+
+    ``extra`` adds ``(name, parameter)`` pairs that live outside the model (a loss term's
+    projections). A model with no trainable parameter raises ``ValueError``.
+    """
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad] + list(extra)
     if not params:
         raise ValueError("the model has no trainable parameter (every requires_grad is False)")
@@ -232,7 +234,7 @@ def fit(
         if isinstance(term, nn.Module):
             term.to(accelerator.device)
     term_params = _term_parameters(model, extra_losses)
-    raw_optimizer = _optimizer(model, config, term_params)
+    raw_optimizer = make_optimizer(model, config, term_params)
     model, optimizer, loader = accelerator.prepare(model, raw_optimizer, loader)
     # Steps are counted per process on the prepared (sharded) loader, and the schedule is
     # driven here rather than by Accelerate's scheduler wrapper, which steps once per

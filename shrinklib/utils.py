@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from shrinklib._checks import check_int
+
 FilterFn = Callable[[nn.Module, str], bool]
 Factory = Callable[[nn.Module, str], nn.Module]
 
@@ -27,9 +29,7 @@ HEAD_NAMES = ("classifier", "pooler", "lm_head", "score", "qa_outputs")
 
 def check_seed(seed) -> int:
     """``seed`` if it is a non-negative int, else ``ValueError``."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return seed
+    return check_int("seed", seed, minimum=0, what="a non-negative int")
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:

@@ -140,10 +140,10 @@ def test_bad_fit_arguments():
 
 
 def test_param_lrs_give_matching_parameters_their_own_rate():
-    from shrinklib.train import _optimizer
+    from shrinklib.train import make_optimizer
 
     model = zoo.tiny_bert(vocab_size=100)
-    optimizer = _optimizer(model, TrainConfig(lr=1e-4, param_lrs={"classifier.weight": 1e-2}))
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4, param_lrs={"classifier.weight": 1e-2}))
     own = optimizer.param_groups[0]
     assert own["lr"] == 1e-2 and own["weight_decay"] == 0.0
     assert [id(p) for p in own["params"]] == [id(model.classifier.weight)]
@@ -152,4 +152,4 @@ def test_param_lrs_give_matching_parameters_their_own_rate():
     assert len(rest) + 1 == len(list(model.parameters()))
     assert all(g["lr"] == 1e-4 for g in optimizer.param_groups[1:])
     with pytest.raises(ValueError, match="no trainable parameter name ends in 'scores'"):
-        _optimizer(model, TrainConfig(param_lrs={"scores": 1e-2}))
+        make_optimizer(model, TrainConfig(param_lrs={"scores": 1e-2}))

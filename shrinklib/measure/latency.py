@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shrinklib._checks import check_positive_int
+from shrinklib._checks import check_int, check_positive_int
 from shrinklib.measure.forward import Inputs, call, dummy_inputs, evaluating, model_device
 
 
@@ -91,8 +91,7 @@ def latency(
     check_positive_int("seq_len", seq_len)
     check_positive_int("repeats", repeats)
     check_positive_int("threads", threads)
-    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    check_int("warmup", warmup, minimum=0)
     if threads > available_cpus():
         raise ValueError(f"threads must be at most the {available_cpus()} CPUs this process may use, got {threads}")
 

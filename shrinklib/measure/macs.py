@@ -45,7 +45,7 @@ from torch.nn.utils.rnn import PackedSequence
 from torch.utils.flop_counter import FlopCounterMode
 
 from shrinklib.measure.components import component_of, empty_breakdown
-from shrinklib._checks import check_positive_int
+from shrinklib._checks import check_int, check_positive_int
 from shrinklib.measure.forward import Inputs, call, dummy_inputs, evaluating
 
 aten = torch.ops.aten
@@ -86,8 +86,7 @@ def recurrent_macs(rnn: nn.RNNBase, tokens: int) -> int:
     """MACs of ``rnn`` reading ``tokens`` tokens in all (batch x length), by the formula above."""
     if not isinstance(rnn, nn.RNNBase):
         raise TypeError(f"rnn must be an nn.LSTM, nn.GRU or nn.RNN, got {type(rnn).__name__}")
-    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
-        raise ValueError(f"tokens must be an int >= 0, got {tokens!r}")
+    check_int("tokens", tokens, minimum=0)
     if rnn.mode not in _RNN_GATES:
         raise TypeError(f"unknown recurrent layer mode {rnn.mode!r}; known: {sorted(_RNN_GATES)}")
     gates, hidden = _RNN_GATES[rnn.mode], rnn.hidden_size
