@@ -168,18 +168,21 @@ def accuracy_columns(accuracy) -> dict:
             "n_test": accuracy.n}
 
 
-def classifier_row(model, tokenizer, dataset, result=None) -> dict:
+def classifier_row(model, tokenizer, dataset, result=None, *, label: str | None = None) -> dict:
     """The columns of a classifier measured for ``results/``: what the distillation benchmarks record.
 
     :func:`accuracy_columns` of ``measure.accuracy(model, dataset, tokenizer)`` (the
     protocol of :func:`shrinklib.measure.measure_classifier`: 64 tokens, a 95% bootstrap
     interval), ``params``, ``size_mb`` (the file :func:`shrinklib.save` writes, in MB of
     1e6 bytes), and from ``result`` (the :class:`shrinklib.train.TrainResult` of its
-    training, None for an untrained model) ``steps`` and ``train_seconds``.
+    training, None for an untrained model) ``steps`` and ``train_seconds``. With a
+    ``label``, prints ``"<label>: <accuracy>"`` as a long run's progress line.
     """
     from shrinklib import measure  # here: shrinklib.measure imports this module
 
     acc = measure.accuracy(model, dataset, tokenizer, progress=False)
+    if label is not None:
+        print(f"{label}: {acc}", flush=True)
     return {**accuracy_columns(acc), "params": measure.count_parameters(model),
             "size_mb": measure.size_on_disk(model) / 1e6,
             "steps": result.steps if result else 0, "train_seconds": round(result.seconds, 1) if result else 0.0}

@@ -1,11 +1,13 @@
-"""What the GPU kernel benchmarks share: check each candidate, time it, write the rows.
+"""Timing the GPU kernels against the strongest baseline torch has, for ``benchmarks/``.
 
-``sparse_kernels.py`` and ``quant_kernels.py`` each build, per layer shape and number of
-tokens ``M``, a dict of candidates ``{kernel: (fn, expected)}`` whose first entry is the
-``"dense matmul"`` baseline; :func:`time_candidates` checks every result against its
-reference (when there is one), times it with ``triton.testing.do_bench`` (median; a plain
-clock for ``--dry-run`` on the CPU) and appends one row per kernel with its speed-up over
-the baseline measured in the same run.
+``benchmarks/sparse_kernels.py`` and ``benchmarks/quant_kernels.py`` each build, per layer
+shape and number of tokens ``M``, a dict of candidates ``{kernel: (fn, expected)}`` whose
+first entry is the :data:`BASELINE` (``"dense matmul"``: cuBLAS fp16). :func:`time_candidates`
+checks every result against its reference (when there is one), times it with
+``triton.testing.do_bench`` (median; a plain clock for a ``--dry-run`` on the CPU, where
+the interpreter's timings mean nothing) and appends one row per kernel with its speed-up
+over the baseline measured in the same run. :func:`write_rows` puts the rows into
+``results/`` (:func:`shrinklib.results.upsert`, keyed by :data:`KEY`).
 """
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 import torch
 
+from shrinklib import results
+
 BASELINE = "dense matmul"
+#: The columns that name one timing: a rerun replaces the rows with the same values.
+KEY = ("shape", "N", "K", "M", "kernel", "dtype")
 
 
 def bench(fn: Callable[[], object], dry: bool) -> float:
@@ -33,8 +38,8 @@ def bench(fn: Callable[[], object], dry: bool) -> float:
 def time_candidates(candidates: dict, rows: list[dict], *, shape_name: str, n: int, k: int, m: int,
                     dtype: torch.dtype, stamp: dict, dry: bool) -> None:
     """Check and time every candidate of one (shape, M); the baseline must come first."""
-    if next(iter(candidates)) != BASELINE:
-        raise ValueError(f"the first candidate must be the {BASELINE!r} baseline")
+    if not candidates or next(iter(candidates)) != BASELINE:
+        raise ValueError(f"the first candidate must be the {BASELINE!r} baseline, got {list(candidates)[:1]}")
     baseline = None
     for kernel, (fn, expected) in candidates.items():
         if expected is not None:
@@ -49,9 +54,9 @@ def time_candidates(candidates: dict, rows: list[dict], *, shape_name: str, n: i
 
 
 def write_rows(rows: list[dict], out: Path, dry: bool) -> None:
+    """Merge ``rows`` into the CSV ``out`` (nothing is written for a dry run)."""
     if dry:
         print(f"dry run ok: {len(rows)} timings (nothing written)")
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out, index=False)
-    print(f"wrote {len(rows)} rows to {out}")
+    total = results.upsert(out, rows, KEY)
+    print(f"wrote {len(rows)} rows to {out} ({total} in all)")
