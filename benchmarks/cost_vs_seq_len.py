@@ -2,8 +2,8 @@
 
 The longer run behind chapter 1's "Where the cost is": more repeats than the notebook
 can afford, batch sizes 1 and 8, lengths 16 to 512. Writes
-``results/cost_vs_seq_len.csv``; every row records the device, the library versions,
-the date and the commit. Run it on a quiet machine:
+``results/cost_vs_seq_len.csv`` (a rerun replaces the rows of the same model, batch size
+and length); every row records the device, the library versions, the date and the commit. Run it on a quiet machine:
 
     python benchmarks/cost_vs_seq_len.py [--repeats 30] [--threads 2]
 """
@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
-from shrinklib import measure, zoo
+from shrinklib import measure, results, zoo
 from shrinklib.utils import seed_everything
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "cost_vs_seq_len.csv"
@@ -46,9 +45,8 @@ def main() -> None:
             "gmacs": measure.macs(model, batch_size=batch, seq_len=seq_len) / 1e9,
             "params": measure.count_parameters(model), **stamp,
         })
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(OUT, index=False)
-    print(f"wrote {len(rows)} rows to {OUT} (torch threads: {torch.get_num_threads()})")
+    total = results.upsert(OUT, rows, ["model", "batch_size", "seq_len"])
+    print(f"wrote {len(rows)} rows to {OUT} ({total} in all; torch threads: {torch.get_num_threads()})")
 
 
 if __name__ == "__main__":

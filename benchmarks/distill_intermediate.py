@@ -34,15 +34,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_students import comma_list, load_teacher, row, steps_for, transfer_sets  # noqa: E402
-from results_csv import upsert  # noqa: E402
+import torch
 
-from shrinklib import data, distill, measure  # noqa: E402
-from shrinklib.train import TrainConfig, fit  # noqa: E402
+from shrinklib import data, distill, measure, results, zoo
+from shrinklib.train import TrainConfig, epoch_steps, fit
+from shrinklib.utils import comma_list, seed_everything
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 PARTS = ("layers", "losses")
@@ -55,6 +53,13 @@ INTERMEDIATE = {
 }
 TRAININGS = tuple(INTERMEDIATE) + ("TinyBERT two-stage",)
 KEY = ["student", "training", "seed", "epochs"]
+
+
+def row(name, training, seed, model, tokenizer, splits, result, **extra) -> dict:
+    """A row of the CSV: ``distill_students.py``'s columns (:func:`shrinklib.results.classifier_row`)."""
+    label = f"{name:>7} {training:>20} seed {seed}"
+    return {"student": name, "training": training, "seed": seed,
+            **results.classifier_row(model, tokenizer, splits["test"], result, label=label), **extra}
 
 
 def student_name(layers) -> str:
@@ -111,24 +116,28 @@ def main() -> None:
         parser.error(f"unknown parts or trainings {unknown}; choose from {PARTS} and {TRAININGS}")
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    teacher, tokenizer = load_teacher(args.threads)
+    torch.set_num_threads(args.threads)
+    seed_everything(0)
+    teacher, tokenizer = zoo.teacher("rt")  # in eval mode
     splits = data.rotten_tomatoes()
-    args.steps = steps_for(args.epochs, len(splits["train"]), args.batch_size)
+    args.steps = epoch_steps(args.epochs, len(splits["train"]), args.batch_size)
     stamp = measure.provenance()
     settings = {"lr": args.lr, "epochs": args.epochs, "temperature": args.temperature, "threads": args.threads, **stamp}
     if "layers" in parts:
         for layers in parse_layer_sets(args.layer_sets):
             for seed in seeds:
                 student, result = train_layers(args, layers, seed, teacher, tokenizer, splits)
-                upsert(args.out, [row(student_name(layers), "labels", seed, student, tokenizer, splits, result,
-                                      **settings)], KEY)
+                results.upsert(args.out, [row(student_name(layers), "labels", seed, student, tokenizer, splits, result,
+                                              **settings)], KEY)
     if "losses" in parts:
-        with_logits, _ = transfer_sets(teacher, tokenizer, splits, copies=2, seed=0)
+        with_logits, _ = distill.transfer_sets(teacher, tokenizer, splits["train"],
+                                               teacher_key=zoo.teacher_folder("rt").name, copies=2, seed=0)
         for training in trainings:
             for seed in seeds:
                 student, result = train_losses(args, training, seed, teacher, tokenizer, with_logits)
-                upsert(args.out, [row(student_name(BASE_LAYERS), training, seed, student, tokenizer, splits, result,
-                                      pkd_weight=args.pkd_weight if training == "PKD" else "", **settings)], KEY)
+                results.upsert(args.out, [row(student_name(BASE_LAYERS), training, seed, student, tokenizer, splits,
+                                              result, pkd_weight=args.pkd_weight if training == "PKD" else "",
+                                              **settings)], KEY)
 
 
 if __name__ == "__main__":

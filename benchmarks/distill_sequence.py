@@ -37,19 +37,14 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_students import comma_list  # noqa: E402
-from results_csv import upsert  # noqa: E402
-
-from shrinklib import data, distill, measure, zoo  # noqa: E402
-from shrinklib.cache import cached_folder  # noqa: E402
-from shrinklib.train import TrainConfig, fit  # noqa: E402
-from shrinklib.utils import seed_everything  # noqa: E402
+from shrinklib import data, distill, measure, results, zoo
+from shrinklib.cache import cached_folder
+from shrinklib.train import TrainConfig, fit
+from shrinklib.utils import comma_list, seed_everything
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 TRAININGS = ("real text", "word-level", "sequence-level", "sequence + word")
@@ -115,7 +110,7 @@ def stored_top_k(teacher, tokenizer, texts: list[str], args) -> list[dict]:
         torch.save(distill.teacher_top_k(teacher, tokenizer, texts, k=args.top_k, block_size=args.block_size),
                    folder / "top_k.pt")
 
-    return torch.load(cached_folder(f"distill-topk-{key}", build) / "top_k.pt")
+    return torch.load(cached_folder(f"distill-topk-{key}", build) / "top_k.pt", weights_only=True)
 
 
 def train(args, training, seed, teacher, tokenizer, texts_of, top_k_of):
@@ -187,7 +182,7 @@ def main() -> None:
                 "teacher_ppl_of_student": nll_of_continuations(teacher, tokenizer, eval_prompts, greedy),
                 "params": measure.count_parameters(model)}
 
-    upsert(args.out, [{"training": "teacher", "seed": 0, **scores(teacher), **stamp}], KEY)
+    results.upsert(args.out, [{"training": "teacher", "seed": 0, **scores(teacher), **stamp}], KEY)
     for training in trainings:
         for seed in seeds:
             student, result = train(args, training, seed, teacher, tokenizer, texts_of, top_k_of)
@@ -195,7 +190,7 @@ def main() -> None:
                    **stamp}
             print(f"{training:>16} seed {seed}: real ppl {out['real_ppl']:.1f}, agreement "
                   f"{out['greedy_agreement']:.3f}", flush=True)
-            upsert(args.out, [out], KEY)
+            results.upsert(args.out, [out], KEY)
 
 
 if __name__ == "__main__":

@@ -49,22 +49,14 @@ os.environ.pop("OMP_WAIT_POLICY", None)  # latency as deployed; before torch loa
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import dataclasses  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from datasets import concatenate_datasets, load_from_disk  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_csv import upsert  # noqa: E402
-
-from shrinklib import data, distill, measure, quant, zoo  # noqa: E402
-from shrinklib.cache import cached_folder  # noqa: E402
-from shrinklib.train import TrainConfig, fit  # noqa: E402
-from shrinklib.utils import seed_everything  # noqa: E402
+from shrinklib import data, distill, measure, quant, results, zoo  # noqa: E402
+from shrinklib.train import TrainConfig, epoch_steps, fit  # noqa: E402
+from shrinklib.utils import comma_list, seed_everything  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 STUDENTS = ("3L", "3L half-FFN", "2L", "1L", "BiLSTM")
@@ -78,34 +70,13 @@ INT8 = ("3L", "3L half-FFN", "2L")  # also measured after dynamic int8 quantizat
 LATENCY_ONLY = {"4L": [0, 2, 3, 5]}  # timed here, trained as the teacher assistant of distill_transfer.py
 
 
-def comma_list(text: str) -> list[str]:
-    """The non-empty, stripped items of a comma-separated command-line value."""
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def steps_for(epochs: float, sentences: int, batch_size: int) -> int:
-    """Optimizer steps of ``epochs`` passes over ``sentences`` in batches of ``batch_size`` (at least 1)."""
-    return max(1, round(epochs * -(-sentences // batch_size)))
-
-
-def load_teacher(threads: int):
-    """``(teacher, tokenizer)`` of the running example, after setting ``threads`` and seeding with 0."""
-    torch.set_num_threads(threads)
-    seed_everything(0)
-    return zoo.teacher("rt")  # in eval mode
-
-
 def build_student(name: str, teacher, tokenizer, seed: int):
     if name in HALF_FFN:
         return half_ffn_student(teacher, tokenizer, TEACHER_LAYERS[name])
     if name in TEACHER_LAYERS:
         return distill.student_from_teacher(teacher, TEACHER_LAYERS[name])
     seed_everything(seed)
-    embeddings = teacher.get_input_embeddings().weight
-    student = zoo.bilstm(tokenizer, embed_dim=embeddings.shape[1], hidden_size=300)
-    with torch.no_grad():
-        student.embedding.weight.copy_(embeddings)
-    return student
+    return distill.bilstm_student(teacher, tokenizer, hidden_size=300)
 
 
 def half_ffn_student(teacher, tokenizer, layers: list[int]):
@@ -119,30 +90,9 @@ def half_ffn_student(teacher, tokenizer, layers: list[int]):
     return distill.student_with_pruned_ffn(teacher, layers, batches, keep=0.5)
 
 
-def transfer_sets(teacher, tokenizer, splits, copies: int, seed: int):
-    """(train with gold labels and the teacher's logits, train + augmented copies labelled by the teacher).
-
-    Labelling some 30,000 sentences takes minutes, so both sets are kept in the shrinklib
-    cache, keyed by the teacher, the training sentences, the copies and the seed.
-    """
-    train = splits["train"]
-    key = hashlib.sha1(json.dumps([zoo.teacher_folder("rt").name, list(train["text"]), copies, seed]).encode()).hexdigest()
-
-    def build(folder: Path) -> None:
-        scored = distill.teacher_labelled(teacher, tokenizer, train["text"])
-        train.add_column("teacher_logits", scored["teacher_logits"]).save_to_disk(folder / "with_logits")
-        variants = distill.augment(train["text"], tokenizer, teacher.get_input_embeddings(),
-                                   distill.AugmentConfig(copies=copies), seed=seed)
-        augmented = concatenate_datasets([scored, distill.teacher_labelled(teacher, tokenizer, variants)])
-        augmented.save_to_disk(folder / "augmented")
-
-    folder = cached_folder(f"distill-transfer-{key[:12]}", build)
-    return load_from_disk(folder / "with_logits"), load_from_disk(folder / "augmented")
-
-
 def train_student(args, name, training, seed, teacher, tokenizer, splits, sets):
     student = build_student(name, teacher, tokenizer, seed)
-    steps = steps_for(args.epochs, len(splits["train"]), args.batch_size)
+    steps = epoch_steps(args.epochs, len(splits["train"]), args.batch_size)
     lr = args.lstm_lr if name == "BiLSTM" else args.lr
     loss = "mse" if name == "BiLSTM" else "kl"
     base = TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=lr, seed=seed, select_best=False)
@@ -161,13 +111,9 @@ def train_student(args, name, training, seed, teacher, tokenizer, splits, sets):
 
 
 def row(name, training, seed, model, tokenizer, splits, result=None, **extra) -> dict:
-    acc = measure.accuracy(model, splits["test"], tokenizer, progress=False)
-    print(f"{name:>7} {training:>20} seed {seed}: {acc}", flush=True)
-    return {"student": name, "training": training, "seed": seed, "test_accuracy": acc.value, "test_low": acc.low,
-            "test_high": acc.high, "n_test": acc.n, "params": measure.count_parameters(model),
-            "size_mb": measure.size_on_disk(model) / 1e6,
-            "steps": result.steps if result else 0, "train_seconds": round(result.seconds, 1) if result else 0.0,
-            **extra}
+    label = f"{name:>7} {training:>20} seed {seed}"
+    return {"student": name, "training": training, "seed": seed,
+            **results.classifier_row(model, tokenizer, splits["test"], result, label=label), **extra}
 
 
 def run_latency(args, teacher, tokenizer) -> list[dict]:
@@ -199,8 +145,10 @@ def train_students(args, students, trainings, seeds, teacher, tokenizer, stamp) 
     splits = data.rotten_tomatoes()
     if args.limit:
         splits["train"] = splits["train"].select(range(args.limit))
-    sets = transfer_sets(teacher, tokenizer, splits, args.copies, seed=0)
-    upsert(args.out, [{**row("teacher", "fine-tuned", 0, teacher, tokenizer, splits), "epochs": args.epochs, **stamp}], KEY)
+    sets = distill.transfer_sets(teacher, tokenizer, splits["train"], teacher_key=zoo.teacher_folder("rt").name,
+                                 copies=args.copies, seed=0)
+    results.upsert(args.out, [{**row("teacher", "fine-tuned", 0, teacher, tokenizer, splits), "epochs": args.epochs,
+                               **stamp}], KEY)
     for name in students:
         for training in trainings:
             for seed in seeds:
@@ -211,7 +159,7 @@ def train_students(args, students, trainings, seeds, teacher, tokenizer, stamp) 
                 if name in INT8 and training == "KD + augmentation":
                     int8 = quant.quantize_embeddings_(quant.quantize_(student, quant.Int8Dynamic()))
                     rows.append(row(f"{name} int8", training, seed, int8, tokenizer, splits, result, **settings))
-                upsert(args.out, rows, KEY)
+                results.upsert(args.out, rows, KEY)
 
 
 def main() -> None:
@@ -239,13 +187,15 @@ def main() -> None:
         parser.error(f"unknown students or trainings {unknown}; choose from {STUDENTS} + ('latency',) and {TRAININGS}")
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    teacher, tokenizer = load_teacher(args.threads)
+    torch.set_num_threads(args.threads)
+    seed_everything(0)
+    teacher, tokenizer = zoo.teacher("rt")  # in eval mode
     stamp = measure.provenance()
     students = [name for name in chosen if name != "latency"]
     if students:
         train_students(args, students, trainings, seeds, teacher, tokenizer, stamp)
     if "latency" in chosen:  # last, after the training runs of this process
-        upsert(args.latency_out, [{**r, **stamp} for r in run_latency(args, teacher, tokenizer)], ["model"])
+        results.upsert(args.latency_out, run_latency(args, teacher, tokenizer), ["model"], stamp=stamp)
 
 
 if __name__ == "__main__":

@@ -38,19 +38,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import torch
 from datasets import concatenate_datasets, load_from_disk
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_students import build_student, comma_list, load_teacher, row, steps_for, transfer_sets  # noqa: E402
-from results_csv import upsert  # noqa: E402
-
-from shrinklib import data, distill, measure, serialize, zoo  # noqa: E402
-from shrinklib.cache import cached_folder  # noqa: E402
-from shrinklib.train import TrainConfig, fit  # noqa: E402
+from shrinklib import data, distill, measure, results, serialize, zoo
+from shrinklib.cache import cached_folder
+from shrinklib.train import TrainConfig, epoch_steps, fit
+from shrinklib.utils import comma_list, seed_everything
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 PARTS = ("transfer", "teachers")
@@ -79,14 +75,15 @@ def unlabelled_texts(count: int) -> list[str]:
 
 
 def transfer_row(name, transfer_name, seed, model, tokenizer, splits, result=None, **extra) -> dict:
-    """``distill_students.row`` with the transfer set in place of the training."""
-    out = row(name, transfer_name, seed, model, tokenizer, splits, result, **extra)
-    out["transfer"] = out.pop("training")
-    return out
+    """``distill_students.py``'s row (:func:`shrinklib.results.classifier_row`), the transfer set for the training."""
+    label = f"{name:>7} {transfer_name:>20} seed {seed}"
+    measured = results.classifier_row(model, tokenizer, splits["test"], result, label=label)
+    return {"student": name, "seed": seed, **measured, **extra, "transfer": transfer_name}
 
 
 def train_bilstm(args, seed, transfer, teacher, tokenizer):
-    student = build_student("BiLSTM", teacher, tokenizer, seed)
+    seed_everything(seed)
+    student = distill.bilstm_student(teacher, tokenizer, hidden_size=300)  # as distill_students.py's BiLSTM
     config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=args.lstm_lr, seed=seed,
                          select_best=False, task_loss_weight=0.0)
     term = distill.stored_logit_distillation(loss="mse")
@@ -96,7 +93,7 @@ def train_bilstm(args, seed, transfer, teacher, tokenizer):
 def assistant(args, teacher, tokenizer, augmented):
     """The 4-layer teacher assistant, distilled on the transfer set and cached: (model, its training record)."""
     layers = [int(i) for i in args.assistant_layers.split(",")]
-    steps = steps_for(args.assistant_epochs, args.n_train, args.batch_size)
+    steps = epoch_steps(args.assistant_epochs, args.n_train, args.batch_size)
 
     def build(folder: Path) -> None:
         model = distill.student_from_teacher(teacher, layers)
@@ -137,7 +134,7 @@ def teacher_sets(args, names, teacher, tokenizer, splits, augmented, settings) -
         sets["two teachers"] = averaged(augmented, sets["second teacher"])
         rows.append(transfer_row("second teacher", "train", 1, second, tokenizer, splits, teacher="gold labels",
                                  **settings))
-    upsert(args.out, rows, KEY)
+    results.upsert(args.out, rows, KEY)
     return sets
 
 
@@ -165,11 +162,14 @@ def main() -> None:
         parser.error(f"unknown parts, transfer sets or teachers {unknown}; choose from {PARTS}, {TRANSFERS}, {TEACHERS}")
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    teacher, tokenizer = load_teacher(args.threads)
+    torch.set_num_threads(args.threads)
+    seed_everything(0)
+    teacher, tokenizer = zoo.teacher("rt")  # in eval mode
     splits = data.rotten_tomatoes()
     args.n_train = len(splits["train"])
-    args.steps = steps_for(args.epochs, args.n_train, args.batch_size)
-    _, augmented = transfer_sets(teacher, tokenizer, splits, copies=2, seed=0)
+    args.steps = epoch_steps(args.epochs, args.n_train, args.batch_size)
+    _, augmented = distill.transfer_sets(teacher, tokenizer, splits["train"], teacher_key=zoo.teacher_folder("rt").name,
+                                         copies=2, seed=0)
     train = augmented.select(range(args.n_train))  # the training sentences, labelled by the teacher
     settings = {"epochs": args.epochs, "lstm_lr": args.lstm_lr, "threads": args.threads, **measure.provenance()}
 
@@ -187,8 +187,9 @@ def main() -> None:
     for transfer_name, teacher_name, transfer in runs:
         for seed in seeds:
             student, result = train_bilstm(args, seed, transfer, teacher, tokenizer)
-            upsert(args.out, [transfer_row("BiLSTM", transfer_name, seed, student, tokenizer, splits, result,
-                                  teacher=teacher_name, transfer_size=len(transfer), **settings)], KEY)
+            results.upsert(args.out, [transfer_row("BiLSTM", transfer_name, seed, student, tokenizer, splits, result,
+                                                   teacher=teacher_name, transfer_size=len(transfer), **settings)],
+                           KEY)
 
 
 if __name__ == "__main__":

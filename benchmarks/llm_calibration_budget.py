@@ -5,8 +5,9 @@ tokens (8k tokens); the papers use 128 sequences of 2,048 tokens (262k). This be
 prunes SmolLM2-135M to 50% unstructured sparsity with both methods from calibration
 budgets of increasing size (``--budgets``, each ``BLOCKSxTOKENS``) taken from the
 calibration half of the BBC news text, and measures perplexity on the same evaluation
-blocks as the sweep, with the dense model in the same run. Each budget's statistics are
-read once from the dense model (one pass) and shared by both methods.
+blocks as the sweep, with the dense model in the same run. Both methods read their
+statistics from the dense model in one pass (``sequential=False``), each its own pass over
+the same blocks, so ``seconds`` is what one method takes from tokens to pruned model.
 
 Writes ``results/llm_calibration_budget.csv`` after every model, one row per (method,
 budget), with device, versions, date and commit:
@@ -24,16 +25,16 @@ import copy  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from llm_oneshot_pruning import EVAL_CHARS, prune_one_pass  # noqa: E402
-from shrinklib import data, measure, prune, zoo  # noqa: E402
-from shrinklib.calibration import input_statistics  # noqa: E402
+from shrinklib import data, measure, prune, results, zoo  # noqa: E402
 from shrinklib.utils import seed_everything  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "llm_calibration_budget.csv"
 BUDGETS = ("8x256", "32x256", "128x256", "128x2048")
+EVAL_CHARS = 400_000  # as llm_oneshot_pruning.py: the same evaluation tokens
+KEY = ["method", "sparsity", "calibration_blocks", "calibration_block_size"]
+PRUNE = {"wanda": prune.wanda_, "sparsegpt": prune.sparsegpt_}
 
 
 def parse_budget(text: str) -> tuple[int, int]:
@@ -61,7 +62,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dense, tokenizer = zoo.decoder()
     evaluation = data.lm_text("bbc_news", "evaluation")[:EVAL_CHARS]
-    calibration_text = data.lm_text("bbc_news", "calibration")
     stamp = measure.provenance()
     rows = []
 
@@ -74,22 +74,19 @@ def main() -> None:
                      "eval_block_size": args.eval_block_size, "eval_blocks": args.eval_blocks,
                      "seconds": round(seconds, 1), "threads": args.threads, **stamp})
         print(f"{method:9s} calibration {blocks:4d} x {block_size:4d}: ppl {ppl:7.2f}  ({seconds:.0f} s)", flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(args.out, index=False)  # after every model: a cut-short run keeps its rows
+        results.upsert(args.out, rows[-1:], KEY)  # after every model: a cut-short run keeps its rows
 
     record("dense", 0, 0, dense, 0.0)
     for blocks, block_size in args.budgets:
         start = time.perf_counter()
-        tokens = data.lm_blocks(calibration_text, tokenizer, block_size=block_size, max_blocks=blocks)
-        if len(tokens) < blocks:
-            raise SystemExit(f"the calibration text holds only {len(tokens)} blocks of {block_size} tokens")
-        batch_size = max(1, 1024 // block_size)  # about 1k tokens per forward pass
-        stats = input_statistics(dense, prune.lm_batches(tokens, batch_size), prune.prunable_weights(dense), gram=True)
-        calibrated = time.perf_counter() - start
-        for method in ("wanda", "sparsegpt"):
+        tokens = data.lm_split(tokenizer, "bbc_news", block_size=block_size, calibration_blocks=blocks,
+                               max_chars=None).calibration  # the whole calibration half: 128 x 2048 needs most of it
+        batches = prune.lm_batches(tokens, max(1, 1024 // block_size))  # about 1k tokens per forward pass
+        tokenized = time.perf_counter() - start
+        for method, prune_ in PRUNE.items():
             start = time.perf_counter()
-            model = prune_one_pass(copy.deepcopy(dense), method, args.sparsity, stats)
-            record(method, blocks, block_size, model, calibrated + time.perf_counter() - start)
+            model = prune_(copy.deepcopy(dense), batches, args.sparsity, sequential=False)
+            record(method, blocks, block_size, model, tokenized + time.perf_counter() - start)
     print(f"wrote {len(rows)} rows to {args.out}")
 
 

@@ -27,20 +27,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see llm_oneshot_pruning.p
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_csv import upsert  # noqa: E402
-
-from shrinklib import data, measure, prune, quant, zoo  # noqa: E402
-from shrinklib.utils import seed_everything  # noqa: E402
+from shrinklib import data, measure, prune, quant, results, zoo  # noqa: E402
+from shrinklib.utils import comma_list, seed_everything  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "llm_quantization.csv"
-EVAL_CHARS = 400_000  # as llm_oneshot_pruning.py: the same evaluation tokens
+EVAL_CHARS = 400_000  # as llm_oneshot_pruning.py: the same evaluation tokens (and calibration blocks)
 
 
 def jobs(group: int):
@@ -74,12 +70,11 @@ def main() -> None:
     seed_everything(0)
     torch.set_num_threads(args.threads)
     dense, tokenizer = zoo.decoder()
-    evaluation = data.lm_text("bbc_news", "evaluation")[:EVAL_CHARS]
-    calibration = data.lm_blocks(data.lm_text("bbc_news", "calibration"), tokenizer, block_size=args.block_size,
-                                 max_blocks=args.calibration_blocks)
+    calibration, evaluation = data.lm_split(tokenizer, "bbc_news", block_size=args.block_size,
+                                            calibration_blocks=args.calibration_blocks, max_chars=EVAL_CHARS)
     batches = prune.lm_batches(calibration, batch_size=4)
     stamp = measure.provenance()
-    chosen = None if args.only is None else {m.strip() for m in args.only.split(",")}
+    chosen = None if args.only is None else set(comma_list(args.only))
     known = {job[0] for job in jobs(args.group_size)}
     if chosen is not None and chosen - known:
         parser.error(f"unknown methods {sorted(chosen - known)}; choose from {sorted(known)}")
@@ -99,7 +94,7 @@ def main() -> None:
                      "threads": args.threads, **stamp})
         print(f"{method:22s} W{w_bits:<2d} A{a_bits:<2d} g{group or '-':<4} ppl {ppl:8.2f}  "
               f"{rows[-1]['size_mb']:6.1f} MB  ({seconds:.0f} s)", flush=True)
-        total = upsert(args.out, rows[-1:], ["method", "weight_bits", "activation_bits"])  # after every model
+        total = results.upsert(args.out, rows[-1:], ["method", "weight_bits", "activation_bits"])  # after every model
     print(f"wrote {len(rows)} rows to {args.out} ({total} in all)")
 
 

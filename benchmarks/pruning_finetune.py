@@ -28,18 +28,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_csv import upsert  # noqa: E402
-
-from shrinklib import data, measure, prune, zoo  # noqa: E402
-from shrinklib.distill import logit_distillation  # noqa: E402
-from shrinklib.train import TrainConfig, fit  # noqa: E402
-from shrinklib.utils import encoder_linears, seed_everything  # noqa: E402
+from shrinklib import data, measure, prune, results, zoo
+from shrinklib.distill import logit_distillation
+from shrinklib.train import TrainConfig, fit
+from shrinklib.utils import comma_list, encoder_linears, seed_everything
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "pruning_finetune.csv"
 EXPERIMENTS = ("teacher", "movement", "magnitude", "nm24", "structured")
@@ -62,7 +58,7 @@ def _row(experiment, method, model, tokenizer, splits, *, target=None, result=No
     acc = measure.accuracy(model, splits["test"], tokenizer, progress=False)
     row = {"experiment": experiment, "method": method, "target_sparsity": target,
            "sparsity": measure.sparsity(model, encoder_linears),
-           "test_accuracy": acc.value, "test_low": acc.low, "test_high": acc.high, "n_test": acc.n,
+           **results.accuracy_columns(acc),
            "params": measure.count_parameters(model), "nonzero_params": measure.nonzero_parameters(model),
            "steps": result.steps if result else 0, "train_seconds": round(result.seconds, 1) if result else 0.0,
            **extra}
@@ -176,7 +172,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.sparsities = [float(s) for s in args.sparsities.split(",")]
-    chosen = [e.strip() for e in args.only.split(",") if e.strip()]
+    chosen = comma_list(args.only)
     unknown = sorted(set(chosen) - set(EXPERIMENTS))
     if unknown:
         parser.error(f"unknown experiments {unknown}; choose from {EXPERIMENTS}")
@@ -198,7 +194,7 @@ def main() -> None:
             schedule = {"dense_fraction": args.dense_fraction, "ramp_end": args.ramp_end} if start == "pre-trained" else {}
             new += [{**r, "start": start, "epochs": args.epochs, "lr": lr, "temperature": args.temperature, **schedule}
                     for r in runners[experiment](args, teacher, tokenizer, splits)]
-    total = upsert(args.out, [{**r, **stamp} for r in new], KEY)
+    total = results.upsert(args.out, new, KEY, stamp=stamp)
     print(f"wrote {len(new)} new rows to {args.out} ({total} in all)")
 
 

@@ -20,7 +20,8 @@ script drops the ``OMP_WAIT_POLICY=PASSIVE`` the Makefile exports (two notebooks
 cores there). With passive waiting every parallel operation pays to wake the sleeping
 threads, which costs the int8 path, a dozen small elementwise passes per layer around
 ``torch._int_mm``, far more than fp32 (1.3x instead of 2x at batch 8 on this machine).
-Writes ``results/ptq_bert.csv`` (device, versions, date and commit on every row):
+Writes ``results/ptq_bert.csv`` (device, versions, date and commit on every row; a rerun
+replaces the rows of the models it measures):
 
     python benchmarks/ptq_bert.py [--rounds 5] [--repeats 10]
 """
@@ -36,10 +37,9 @@ import statistics  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from shrinklib import data, measure, quant, zoo  # noqa: E402
+from shrinklib import data, measure, quant, results, zoo  # noqa: E402
 from shrinklib.utils import seed_everything  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "ptq_bert.csv"
@@ -96,8 +96,8 @@ def main() -> None:
     for name, linears, embeddings, model in variants(teacher, calibration):
         model.eval()
         acc = measure.accuracy(model, splits["test"], tokenizer, progress=False)
-        rows.append({"name": name, "linears": linears, "embeddings": embeddings, "test_accuracy": acc.value,
-                     "test_low": acc.low, "test_high": acc.high, "n_test": acc.n, "size_mb": size_mb(model)})
+        rows.append({"name": name, "linears": linears, "embeddings": embeddings, **results.accuracy_columns(acc),
+                     "size_mb": size_mb(model)})
         models.append(model)
         print(f"{name:45s} {acc}  {rows[-1]['size_mb']:.1f} MB", flush=True)
 
@@ -119,9 +119,8 @@ def main() -> None:
                     **stamp})
         print(f"{row['name']:45s} b1 {row['ms_b1_t64']:6.1f} ms ({row['speedup_b1_t64']:.2f}x)  "
               f"b8 {row['ms_b8_t64']:6.1f} ms ({row['speedup_b8_t64']:.2f}x)  {row['size_ratio']:.2f}x smaller")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(args.out, index=False)
-    print(f"wrote {len(rows)} rows to {args.out}")
+    total = results.upsert(args.out, rows, ["name"])
+    print(f"wrote {len(rows)} rows to {args.out} ({total} in all)")
 
 
 if __name__ == "__main__":

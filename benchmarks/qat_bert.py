@@ -32,18 +32,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_csv import upsert  # noqa: E402
-
-from shrinklib import data, measure, quant, zoo  # noqa: E402
-from shrinklib.distill import logit_distillation  # noqa: E402
-from shrinklib.train import TrainConfig, fit  # noqa: E402
-from shrinklib.utils import seed_everything  # noqa: E402
+from shrinklib import data, measure, quant, results, zoo
+from shrinklib.distill import logit_distillation
+from shrinklib.train import TrainConfig, fit
+from shrinklib.utils import comma_list, seed_everything
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "qat_bert.csv"
 BATCH_SIZE = 32
@@ -60,8 +56,7 @@ WEIGHT_BITS = {"minmax": None, "lsq": None, "ternary": 1.58, "binary": 1.0}  # N
 
 
 def _measure(model, tokenizer, splits) -> dict:
-    acc = measure.accuracy(model, splits["test"], tokenizer, progress=False)
-    return {"test_accuracy": acc.value, "test_low": acc.low, "test_high": acc.high, "n_test": acc.n}
+    return results.accuracy_columns(measure.accuracy(model, splits["test"], tokenizer, progress=False))
 
 
 def run(name: str, args, teacher, tokenizer, splits) -> dict:
@@ -100,7 +95,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    chosen = [e.strip() for e in args.only.split(",") if e.strip()]
+    chosen = comma_list(args.only)
     unknown = sorted(set(chosen) - set(EXPERIMENTS))
     if unknown:
         parser.error(f"unknown experiments {unknown}; choose from {list(EXPERIMENTS)}")
@@ -112,9 +107,9 @@ def main() -> None:
     teacher_row = {"experiment": "teacher", "method": "teacher (fp32)", "weights": "float", "weight_bits": 32,
                    "activation_bits": 32, "distillation": False, **_measure(teacher, tokenizer, splits),
                    "size_mb": measure.size_on_disk(teacher) / 1e6, "steps": 0, **stamp}
-    upsert(args.out, [teacher_row], ["experiment"])
+    results.upsert(args.out, [teacher_row], ["experiment"])
     for name in chosen:
-        total = upsert(args.out, [{**run(name, args, teacher, tokenizer, splits), **stamp}], ["experiment"])
+        total = results.upsert(args.out, [run(name, args, teacher, tokenizer, splits)], ["experiment"], stamp=stamp)
     print(f"wrote {len(chosen)} runs to {args.out} ({total} rows in all)")
 
 

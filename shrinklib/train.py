@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shrinklib._checks import check_int, check_number
+from shrinklib._checks import check_int, check_number, check_positive_int
 from shrinklib.data import model_inputs
 from shrinklib.utils import seed_everything
 
@@ -101,6 +101,19 @@ class TrainResult:
     best_step: int | None = None
     best_accuracy: float | None = None
     final_accuracy: float | None = None
+
+
+def epoch_steps(epochs: float, examples: int, batch_size: int) -> int:
+    """Optimizer steps of ``epochs`` passes over ``examples`` in batches of ``batch_size`` (rounded, at least 1).
+
+    A step budget for ``TrainConfig(max_steps=...)`` stated in epochs of one set: students
+    trained on a larger transfer set (augmented copies, unlabelled text) get the steps of
+    the plain training split, so every training makes the same number of updates.
+    """
+    check_number("epochs", epochs, low=0, low_open=True)
+    check_positive_int("examples", examples)
+    check_positive_int("batch_size", batch_size)
+    return max(1, round(epochs * -(-examples // batch_size)))
 
 
 def linear_warmup_decay(step: int, total: int, warmup: int) -> float:

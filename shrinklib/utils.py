@@ -133,3 +133,13 @@ def glue(name: str, value, *, display: bool = False) -> None:
     except ImportError:
         return
     myst_glue(name, value, display=display)
+
+
+def comma_list(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated value: ``"3L, 2L,"`` -> ``["3L", "2L"]``.
+
+    How the benchmarks read options such as ``--only "3L,3L half-FFN"``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a comma-separated str, got {type(text).__name__}")
+    return [item.strip() for item in text.split(",") if item.strip()]

@@ -3,7 +3,7 @@ import torch
 from datasets import Dataset
 
 from shrinklib import zoo
-from shrinklib.train import StepState, TrainConfig, evaluate, fit, linear_warmup_decay
+from shrinklib.train import StepState, TrainConfig, epoch_steps, evaluate, fit, linear_warmup_decay
 
 
 def _toy_task(n: int, seed: int) -> Dataset:
@@ -153,3 +153,18 @@ def test_param_lrs_give_matching_parameters_their_own_rate():
     assert all(g["lr"] == 1e-4 for g in optimizer.param_groups[1:])
     with pytest.raises(ValueError, match="no trainable parameter name ends in 'scores'"):
         make_optimizer(model, TrainConfig(param_lrs={"scores": 1e-2}))
+
+
+def test_epoch_steps_counts_batches_of_whole_passes():
+    import math
+
+    assert epoch_steps(1.0, 10_252, 32) == math.ceil(10_252 / 32) == 321  # the last batch is a short one
+    assert epoch_steps(6, 10_252, 32) == 6 * 321
+    assert epoch_steps(0.5, 10, 4) == round(0.5 * 3) == 2
+    assert epoch_steps(0.01, 10, 4) == 1  # never zero steps
+    with pytest.raises(ValueError, match=r"epochs must be a number in \(0, inf\], got 0"):
+        epoch_steps(0, 10, 4)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got True"):
+        epoch_steps(1.0, 10, True)
+    with pytest.raises(ValueError, match="examples must be an int >= 1, got 0"):
+        epoch_steps(1.0, 0, 4)

@@ -6,7 +6,14 @@ import torch
 from torch import nn
 
 from shrinklib import zoo
-from shrinklib.utils import encoder_linears, is_head, matching_modules, replace_modules_, seed_everything
+from shrinklib.utils import (
+    comma_list,
+    encoder_linears,
+    is_head,
+    matching_modules,
+    replace_modules_,
+    seed_everything,
+)
 
 
 def test_seed_everything_makes_every_generator_repeat():
@@ -77,3 +84,11 @@ def test_replace_modules_type_errors():
         replace_modules_("bert", None, lambda m, fqn: m)
     with pytest.raises(TypeError, match="filter_fn must be callable"):
         replace_modules_(model, "linear", lambda m, fqn: m)
+
+
+def test_comma_list_keeps_the_stripped_items_in_order():
+    assert comma_list("3L,3L half-FFN, 2L ,,BiLSTM,") == ["3L", "3L half-FFN", "2L", "BiLSTM"]
+    assert comma_list("KD + augmentation") == ["KD + augmentation"] and comma_list(" , ") == []
+    assert comma_list("a,b") == [s.strip() for s in "a,b".split(",")]  # str.split's items, nothing more
+    with pytest.raises(TypeError, match="text must be a comma-separated str, got list"):
+        comma_list(["a", "b"])

@@ -13,12 +13,19 @@
 * :mod:`~shrinklib.distill.pruned_student` - a student from the teacher's layers with its FFNs
   pruned to the neurons the teacher needs most (distillation and structured pruning);
 * :mod:`~shrinklib.distill.augment` - data for the student: augmentation (Tang et al.,
-  TinyBERT) and unlabelled sentences labelled by the teacher;
+  TinyBERT) and unlabelled sentences labelled by the teacher, and the cached transfer sets;
 * :mod:`~shrinklib.distill.sequence` - word- and sequence-level distillation of a
   language model (Kim & Rush 2016), and :mod:`~shrinklib.distill.top_k` word-level
   distillation from the teacher's stored top-k logits.
 """
-from shrinklib.distill.augment import AugmentConfig, WordNeighbours, augment, teacher_labelled, unlabelled_sentences
+from shrinklib.distill.augment import (
+    AugmentConfig,
+    WordNeighbours,
+    augment,
+    teacher_labelled,
+    transfer_sets,
+    unlabelled_sentences,
+)
 from shrinklib.distill.intermediate import (
     attention_mse_loss,
     hidden_cosine_loss,
@@ -45,7 +52,7 @@ from shrinklib.distill.sequence import (
     token_distillation_loss,
     word_level_distillation,
 )
-from shrinklib.distill.student import bert_student, student_from_teacher
+from shrinklib.distill.student import bert_student, bilstm_student, student_from_teacher
 from shrinklib.distill.pruned_student import student_with_pruned_ffn
 from shrinklib.distill.teachers import ensemble_soft_targets, multi_teacher_distillation
 from shrinklib.distill.top_k import (
@@ -60,10 +67,10 @@ __all__ = [
     "check_same_vocabulary", "teacher_term",
     "ensemble_soft_targets", "multi_teacher_distillation",
     "layer_map", "check_layer_map",
-    "student_from_teacher", "bert_student", "student_with_pruned_ffn",
+    "student_from_teacher", "bert_student", "bilstm_student", "student_with_pruned_ffn",
     "hidden_cosine_loss", "pkd_loss", "hidden_mse_loss", "attention_mse_loss", "minilm_attention_loss",
     "minilm_value_loss", "IntermediateDistillation",
-    "AugmentConfig", "WordNeighbours", "augment", "unlabelled_sentences", "teacher_labelled",
+    "AugmentConfig", "WordNeighbours", "augment", "unlabelled_sentences", "teacher_labelled", "transfer_sets",
     "token_distillation_loss", "word_level_distillation", "lm_student", "generate_corpus", "lm_dataloader",
     "top_k_token_distillation_loss", "teacher_top_k", "top_k_mass", "stored_word_level_distillation",
 ]

@@ -26,10 +26,13 @@ Other text works too: :func:`unlabelled_sentences` draws sentences from the book
 corpora (BBC News, Hamlet), and :func:`teacher_labelled` turns any list of sentences into
 a dataset of the teacher's labels and logits, for ``shrinklib.train.fit`` with
 :func:`shrinklib.distill.logits.stored_logit_distillation` or
-:func:`~shrinklib.distill.logits.logit_distillation`.
+:func:`~shrinklib.distill.logits.logit_distillation`. :func:`transfer_sets` builds the
+two sets the chapter's students train on, once, in the shrinklib cache.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,6 +44,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from shrinklib.cache import cached_folder
 from shrinklib.utils import check_seed
 
 #: Sources of :func:`unlabelled_sentences`.
@@ -385,3 +389,33 @@ def teacher_labelled(teacher: nn.Module, tokenizer, texts: Sequence[str], *, bat
     features = Features({"text": Value("string"), "label": label, "teacher_logits": List(Value("float32"))})
     return Dataset.from_dict({"text": texts, "label": logits.argmax(dim=1).tolist(), "teacher_logits": logits.tolist()},
                              features=features)
+
+
+def transfer_sets(teacher: nn.Module, tokenizer, train, *, teacher_key: str, copies: int = 2, seed: int = 0):
+    """The two transfer sets of a classification task, labelled by ``teacher`` once and cached.
+
+    ``train`` is a ``datasets.Dataset`` with ``text`` and ``label``. Returns
+    ``(with_logits, augmented)``: ``train`` with the teacher's ``teacher_logits`` added
+    (gold labels kept, for Hinton's mix of both), and the transfer set of Tang et al.
+    (2019): the training sentences plus ``copies`` :func:`augment`-ed variants of each,
+    every one labelled by the teacher (:func:`teacher_labelled`). Labelling some 30,000
+    sentences takes minutes, so both are kept in the shrinklib cache, keyed by
+    ``teacher_key`` (a name that changes when the teacher does, such as
+    ``zoo.teacher_folder("rt").name``), the training sentences, ``copies`` and ``seed``.
+    """
+    from datasets import concatenate_datasets, load_from_disk
+
+    if not isinstance(teacher_key, str) or not teacher_key:
+        raise ValueError(f"teacher_key must be a non-empty str naming the teacher, got {teacher_key!r}")
+    key = hashlib.sha1(json.dumps([teacher_key, list(train["text"]), copies, seed]).encode()).hexdigest()
+
+    def build(folder) -> None:
+        scored = teacher_labelled(teacher, tokenizer, train["text"])
+        train.add_column("teacher_logits", scored["teacher_logits"]).save_to_disk(folder / "with_logits")
+        variants = augment(train["text"], tokenizer, teacher.get_input_embeddings(), AugmentConfig(copies=copies),
+                           seed=seed)
+        augmented = concatenate_datasets([scored, teacher_labelled(teacher, tokenizer, variants)])
+        augmented.save_to_disk(folder / "augmented")
+
+    folder = cached_folder(f"distill-transfer-{key[:12]}", build)
+    return load_from_disk(folder / "with_logits"), load_from_disk(folder / "augmented")

@@ -10,6 +10,8 @@
   (Jiao et al., 2020) and MiniLM (Wang et al., 2020), whose width differs from the
   teacher's, so that their hidden states are compared through a learned projection or
   through relations that do not depend on the width.
+* :func:`bilstm_student` - a BiLSTM over the teacher's vocabulary and embeddings (Tang et
+  al., 2019), a student of another architecture altogether.
 
 Both work on any Hugging Face BERT-like model: ``model.base_model`` must hold
 ``embeddings`` and ``encoder.layer`` (``BertForSequenceClassification``, ``BertModel``,
@@ -24,6 +26,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from shrinklib import zoo
 from shrinklib.arch import bert_backbone
 from shrinklib.utils import check_seed
 
@@ -109,3 +112,24 @@ def bert_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_h
         torch.manual_seed(seed)
         student = type(teacher)(config)
     return _like(teacher, student)
+
+
+def bilstm_student(teacher: nn.Module, tokenizer, *, hidden_size: int = 300) -> nn.Module:
+    """A one-layer BiLSTM classifier over the teacher's vocabulary, its embeddings copied from the teacher.
+
+    The student of Tang et al. (2019, "Distilling Task-Specific Knowledge from BERT into
+    Simple Neural Networks"), with the teacher's input embeddings (a copy) in place of
+    their word2vec vectors, so it reads the teacher's tokenizer's batches. The LSTM and
+    the classifier start at random: seed before calling for a reproducible student.
+    """
+    _check_size(hidden_size, "hidden_size")
+    if not isinstance(teacher, nn.Module) or not hasattr(teacher, "get_input_embeddings"):
+        raise TypeError(f"teacher must be a model with get_input_embeddings(), got {type(teacher).__name__}")
+    embeddings = teacher.get_input_embeddings().weight
+    student = zoo.bilstm(tokenizer, embed_dim=embeddings.shape[1], hidden_size=hidden_size)
+    if student.embedding.weight.shape != embeddings.shape:
+        raise ValueError(f"the tokenizer's {len(tokenizer)} tokens do not match the teacher's "
+                         f"{embeddings.shape[0]} embeddings")
+    with torch.no_grad():
+        student.embedding.weight.copy_(embeddings)
+    return student

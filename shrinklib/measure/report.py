@@ -5,16 +5,16 @@ Every chapter ends by measuring its best model with the same protocol
 the shrinklib cache folder (``$SHRINKLIB_CACHE`` or ``~/.cache/shrinklib``, file
 ``results_table.csv``). Chapter 9 reads the whole table and draws the trade-offs.
 Notebooks run two at a time, so :meth:`ResultsTable.add` re-reads, changes and rewrites
-the file under a file lock, writing a temporary file and renaming it over the old one:
-a reader never sees half a table and no writer loses another's row.
+the file under a file lock, writing a temporary file and renaming it over the old one
+(:func:`shrinklib.results.lock` and :func:`shrinklib.results.write_frame`, the same as
+the benchmarks' files in ``results/``): a reader never sees half a table and no writer
+loses another's row.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from numbers import Integral, Real
@@ -23,7 +23,6 @@ from typing import Iterable
 
 import pandas as pd
 import torch
-from filelock import FileLock
 from torch import nn
 
 from shrinklib.measure.counts import count_parameters, nonzero_parameters
@@ -31,6 +30,7 @@ from shrinklib.measure.forward import model_device
 from shrinklib.measure.latency import available_cpus, latency
 from shrinklib.measure.quality import accuracy
 from shrinklib.measure.size import size_on_disk
+from shrinklib.results import lock, write_frame
 
 TABLE_FILE = "results_table.csv"
 
@@ -188,7 +188,7 @@ class ResultsTable:
         self.path = Path(path)
         if self.path.suffix != ".csv":
             raise ValueError(f"path must name a .csv file, got {str(self.path)!r}")
-        self._lock = FileLock(str(self.path) + ".lock")
+        self._lock = lock(self.path)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "ResultsTable":
@@ -214,16 +214,7 @@ class ResultsTable:
         return self._read()
 
     def _write(self, df: pd.DataFrame) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                df.to_csv(f, index=False)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_frame(self.path, df)
 
     def add(self, report: Report) -> "ResultsTable":
         """Insert ``report``, or replace the row with its name (in place); returns the table."""

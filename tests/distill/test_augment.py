@@ -12,6 +12,7 @@ from shrinklib.distill.augment import (
     WordNeighbours,
     augment,
     teacher_labelled,
+    transfer_sets,
     unlabelled_sentences,
 )
 from shrinklib.distill.logits import stored_logit_distillation
@@ -251,3 +252,25 @@ def test_bad_input(tokenizer, embeddings):
         teacher_labelled(teacher, tokenizer, [])
     with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         teacher_labelled(teacher, tokenizer, ["a"], batch_size=0)
+
+
+def test_transfer_sets_are_labelled_by_the_teacher_once_and_cached(tokenizer, tmp_path, monkeypatch):
+    from datasets import Dataset
+
+    monkeypatch.setenv("SHRINKLIB_CACHE", str(tmp_path))
+    teacher = zoo.tiny_bert(vocab_size=len(tokenizer), seed=4)
+    texts = ["a fine film", "dull and long", "an utterly wonderful story", "bad"]
+    train = Dataset.from_dict({"text": texts, "label": [1, 0, 1, 0]})
+    with_logits, augmented = transfer_sets(teacher, tokenizer, train, teacher_key="tiny", copies=1, seed=0)
+    scored = teacher_labelled(teacher, tokenizer, texts)
+    assert with_logits["text"] == texts and with_logits["label"] == [1, 0, 1, 0]  # gold labels kept
+    assert torch.allclose(torch.tensor(with_logits["teacher_logits"]), torch.tensor(scored["teacher_logits"]))
+    variants = augment(texts, tokenizer, teacher.get_input_embeddings(), AugmentConfig(copies=1), seed=0)
+    assert augmented["text"] == texts + variants
+    relabelled = teacher_labelled(teacher, tokenizer, texts + variants)
+    assert augmented["label"] == relabelled["label"]  # the teacher's labels, on every sentence
+    other = zoo.tiny_bert(vocab_size=len(tokenizer), seed=5)  # same key: the cached sets, the teacher not run
+    again = transfer_sets(other, tokenizer, train, teacher_key="tiny", copies=1, seed=0)
+    assert again[1]["teacher_logits"] == augmented["teacher_logits"]
+    with pytest.raises(ValueError, match="teacher_key must be a non-empty str naming the teacher, got ''"):
+        transfer_sets(teacher, tokenizer, train, teacher_key="")

@@ -5,7 +5,7 @@ import shrinklib  # noqa: F401  (first: it sets TRITON_INTERPRET before transfor
 from transformers import BertForSequenceClassification, BertModel  # noqa: E402
 
 from shrinklib import zoo
-from shrinklib.distill.student import bert_student, student_from_teacher
+from shrinklib.distill.student import bert_student, bilstm_student, student_from_teacher
 
 
 def _batch(vocab=60):
@@ -122,3 +122,24 @@ def test_bad_input():
         bert_student(teacher, **{**sizes, "num_heads": 5})
     with pytest.raises(ValueError, match="seed must be a non-negative int"):
         bert_student(teacher, **sizes, seed=-1)
+
+
+def test_bilstm_student_starts_from_a_copy_of_the_teachers_embeddings(tokenizer):
+    teacher = zoo.tiny_bert(vocab_size=len(tokenizer), hidden_size=32)
+    torch.manual_seed(0)
+    student = bilstm_student(teacher, tokenizer, hidden_size=6)
+    torch.manual_seed(0)
+    reference = zoo.bilstm(tokenizer, embed_dim=32, hidden_size=6)  # the same model before the copy
+    embeddings = teacher.get_input_embeddings().weight
+    assert torch.equal(student.embedding.weight, embeddings)
+    assert student.embedding.weight.data_ptr() != embeddings.data_ptr()  # a copy: training it leaves the teacher
+    assert torch.equal(student.classifier.weight, reference.classifier.weight)
+    assert student.lstm.hidden_size == 6 and student.lstm.bidirectional and student.lstm.num_layers == 1
+    batch = tokenizer(["w1 w2 w3", "w4"], padding=True, return_tensors="pt")
+    assert student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.shape == (2, 2)
+    with pytest.raises(ValueError, match="hidden_size must be a positive int, got 0"):
+        bilstm_student(teacher, tokenizer, hidden_size=0)
+    with pytest.raises(TypeError, match="teacher must be a model with get_input_embeddings\\(\\), got Linear"):
+        bilstm_student(torch.nn.Linear(2, 2), tokenizer)
+    with pytest.raises(ValueError, match="the tokenizer's 64 tokens do not match the teacher's 60 embeddings"):
+        bilstm_student(zoo.tiny_bert(vocab_size=60), tokenizer)
