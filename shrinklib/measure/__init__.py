@@ -27,6 +27,7 @@ table compare:
 :class:`ResultsTable` keeps the rows of all chapters in one CSV.
 """
 from shrinklib.measure.activation_memory import peak_activation_memory
+from shrinklib.measure.bootstrap import PairedDifference, bootstrap_ci, paired_bootstrap
 from shrinklib.measure.component_latency import latency_by_component
 from shrinklib.measure.components import COMPONENTS, component_of
 from shrinklib.measure.counts import (
@@ -40,7 +41,7 @@ from shrinklib.measure.counts import (
 from shrinklib.measure.forward import dummy_inputs, evaluating
 from shrinklib.measure.latency import Latency, latency
 from shrinklib.measure.macs import macs, macs_by_component, macs_by_module, recurrent_macs
-from shrinklib.measure.quality import Accuracy, accuracy, bootstrap_ci, perplexity, predict_logits
+from shrinklib.measure.quality import Accuracy, accuracy, correctness, perplexity, predict_logits
 from shrinklib.measure.report import (
     COLUMNS,
     Report,
@@ -60,6 +61,7 @@ __all__ = [
     "macs", "macs_by_component", "macs_by_module", "recurrent_macs",
     "dummy_inputs", "evaluating",
     "Latency", "latency", "latency_by_component",
-    "Accuracy", "accuracy", "bootstrap_ci", "perplexity", "predict_logits",
+    "Accuracy", "accuracy", "correctness", "perplexity", "predict_logits",
+    "bootstrap_ci", "paired_bootstrap", "PairedDifference",
     "Report", "ResultsTable", "COLUMNS", "to_frame", "measure_classifier", "describe_device", "provenance", "git_commit",
 ]
