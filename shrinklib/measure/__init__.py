@@ -23,8 +23,12 @@ table compare:
   CPU threads; the machine is recorded with the number. :func:`latency_by_component`
   splits that time by component (each module's own time, via hooks).
 
-:func:`measure_classifier` runs the whole protocol and returns a :class:`Report`;
-:class:`ResultsTable` keeps the rows of all chapters in one CSV.
+:func:`measure_classifier` and :func:`measure_lm` run the whole protocol and return a
+:class:`Report` (:func:`measure_model` measures the costs of a model whose quality was
+measured elsewhere); :class:`ResultsTable` keeps the rows of all chapters in one CSV.
+
+"A beats B" rests on :func:`paired_bootstrap` of the two models' :func:`correctness` on
+the same test sentences, or on several seeds with their spread.
 """
 from shrinklib.measure.activation_memory import peak_activation_memory
 from shrinklib.measure.bootstrap import PairedDifference, bootstrap_ci, paired_bootstrap
@@ -50,6 +54,8 @@ from shrinklib.measure.report import (
     git_commit,
     provenance,
     measure_classifier,
+    measure_lm,
+    measure_model,
     to_frame,
 )
 from shrinklib.measure.size import size_in_memory, size_on_disk
@@ -63,5 +69,6 @@ __all__ = [
     "Latency", "latency", "latency_by_component",
     "Accuracy", "accuracy", "correctness", "perplexity", "predict_logits",
     "bootstrap_ci", "paired_bootstrap", "PairedDifference",
-    "Report", "ResultsTable", "COLUMNS", "to_frame", "measure_classifier", "describe_device", "provenance", "git_commit",
+    "Report", "ResultsTable", "COLUMNS", "to_frame", "measure_classifier", "measure_lm", "measure_model",
+    "describe_device", "provenance", "git_commit",
 ]
