@@ -28,7 +28,7 @@ table compare:
 measured elsewhere); :class:`ResultsTable` keeps the rows of all chapters in one CSV.
 
 "A beats B" rests on :func:`paired_bootstrap` of the two models' :func:`correctness` on
-the same test sentences, or on several seeds with their spread.
+the same test sentences, or on several seeds with their spread (:func:`seed_summary`).
 """
 from shrinklib.measure.activation_memory import peak_activation_memory
 from shrinklib.measure.bootstrap import PairedDifference, bootstrap_ci, paired_bootstrap
@@ -58,6 +58,7 @@ from shrinklib.measure.report import (
     measure_model,
     to_frame,
 )
+from shrinklib.measure.seeds import SEED_STATISTICS, seed_summary
 from shrinklib.measure.size import size_in_memory, size_on_disk
 
 __all__ = [
@@ -68,7 +69,7 @@ __all__ = [
     "dummy_inputs", "evaluating",
     "Latency", "latency", "latency_by_component",
     "Accuracy", "accuracy", "correctness", "perplexity", "predict_logits",
-    "bootstrap_ci", "paired_bootstrap", "PairedDifference",
+    "bootstrap_ci", "paired_bootstrap", "PairedDifference", "seed_summary", "SEED_STATISTICS",
     "Report", "ResultsTable", "COLUMNS", "to_frame", "measure_classifier", "measure_lm", "measure_model",
     "describe_device", "provenance", "git_commit",
 ]
