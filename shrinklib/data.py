@@ -278,7 +278,7 @@ def lm_split(tokenizer, name: str = "bbc_news", *, block_size: int = 256, calibr
     ``evaluation``: ``lm_text(name, "evaluation")``, the other half of the corpus, so a
     method is never scored on text it was calibrated on. Both halves are cut to their
     first ``max_chars`` characters (None: whole) before tokenizing, which keeps tokenizing
-    quick; the default 100,000 characters hold about 20,000 tokens of BBC News, far more
+    quick; the default 100,000 characters hold about 22,000 SmolLM2 tokens of BBC News, far more
     than 8 blocks of 256.
     """
     check_positive_int("calibration_blocks", calibration_blocks)
