@@ -7,7 +7,9 @@
 * :func:`bbc_news` - 2,225 BBC News articles in 5 classes (Greene & Cunningham, 2006),
   long documents; 98 exact duplicates dropped, the 2,127 left split 70/10/20 into
   train 1,489 / validation 213 / test 425.
-* :func:`lm_text` - plain text for perplexity and calibration.
+* :func:`lm_text` - plain text for perplexity and calibration; :func:`lm_split` cuts it
+  into calibration token blocks and held-out evaluation text, the set-up of the LLM
+  chapters.
 
 Splits are a pure function of the data and the seed: the same on every machine and run.
 """
@@ -18,11 +20,13 @@ import csv
 import io
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from shrinklib import assets
+from shrinklib._checks import check_positive_int
 
 RT_LABELS = ("negative", "positive")
 RT_SIZES = {"train": 10_252, "validation": 1_000, "test": 1_500}
@@ -272,3 +276,36 @@ def lm_blocks(text: str, tokenizer, *, block_size: int = 256, max_blocks: int | 
     if n == 0:
         raise ValueError(f"text of {len(ids)} tokens is shorter than one block of {block_size}")
     return ids[: n * block_size].view(n, block_size)
+
+
+class LMSplit(NamedTuple):
+    """Calibration token blocks and held-out text from the two halves of one corpus."""
+
+    calibration: torch.Tensor  #: (blocks, block_size) token ids from the calibration half
+    evaluation: str  #: text from the evaluation half, for :func:`shrinklib.measure.perplexity`
+
+
+def lm_split(tokenizer, name: str = "bbc_news", *, block_size: int = 256, calibration_blocks: int = 8,
+             max_chars: int | None = 100_000) -> LMSplit:
+    """The language-model set-up of the LLM chapters: calibration tokens and held-out text.
+
+    ``calibration``: the first ``calibration_blocks`` blocks of ``block_size`` tokens of
+    ``lm_text(name, "calibration")`` (:func:`lm_blocks`), the inputs one-shot pruning and
+    quantization (Wanda, SparseGPT, GPTQ, AWQ, SmoothQuant) fit their statistics on.
+    ``evaluation``: ``lm_text(name, "evaluation")``, the other half of the corpus, so a
+    method is never scored on text it was calibrated on. Both halves are cut to their
+    first ``max_chars`` characters (None: whole) before tokenizing, which keeps tokenizing
+    quick; the default 100,000 characters hold about 22,000 SmolLM2 tokens of BBC News, far more
+    than 8 blocks of 256.
+    """
+    check_positive_int("calibration_blocks", calibration_blocks)
+    if max_chars is not None:
+        check_positive_int("max_chars", max_chars)
+    calibration = lm_blocks(lm_text(name, "calibration")[:max_chars], tokenizer, block_size=block_size,
+                            max_blocks=calibration_blocks)
+    if len(calibration) < calibration_blocks:
+        raise ValueError(
+            f"the calibration half of {name!r} holds only {len(calibration)} x {block_size} tokens within "
+            f"max_chars={max_chars}, fewer blocks than calibration_blocks={calibration_blocks}"
+        )
+    return LMSplit(calibration, lm_text(name, "evaluation")[:max_chars])

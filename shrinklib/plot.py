@@ -7,6 +7,9 @@
   bits, rank, ...), one line per method, with the uncompressed baseline dashed.
 * :func:`pareto_front` / :func:`pareto` find and draw the models no other model beats on
   both cost and quality: the trade-off curve a practitioner chooses from.
+* :func:`seed_bars` draws runs repeated over seeds: a light bar at each setting's mean
+  and every run as a dot on it, so the spread is seen beside the difference of the means
+  (the table of the same numbers is :func:`shrinklib.measure.seed_summary`).
 
 Every drawing function takes an optional ``ax`` and returns the Axes it drew on.
 """
@@ -211,4 +214,71 @@ def pareto(
     return ax
 
 
-__all__: Sequence[str] = ("COLORS", "MARKERS", "use_style", "log_axis", "metric_vs_compression", "pareto_front", "pareto")
+def _levels(df: pd.DataFrame, column: str, order, argument: str) -> list:
+    """``order`` as a list of values of ``df[column]`` (None: the values present, sorted)."""
+    present = list(pd.unique(df[column]))
+    if order is None:
+        return sorted(present)
+    if isinstance(order, str):
+        raise TypeError(f"{argument} must be a sequence of values of {column!r}, got the str {order!r}")
+    order = list(order)
+    missing = [value for value in order if value not in present]
+    if missing or not order or len(set(order)) != len(order):
+        raise ValueError(
+            f"{argument} must list distinct values of {column!r} that have runs, got {order!r}; "
+            f"values: {sorted(present)!r}"
+        )
+    return order
+
+
+def seed_bars(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    hue: str | None = None,
+    order: Sequence | None = None,
+    hue_order: Sequence | None = None,
+    color: str | None = None,
+    ax=None,
+):
+    """Runs over several seeds: a bar at the mean of ``y`` for each value of ``x``, each run a dot.
+
+    ``df`` holds one row per run. Bars stand at x = 0, 1, 2, ... in ``order`` (default:
+    the values of ``x``, sorted), labelled with those values. Without ``hue`` each bar has
+    its own colour of the book's cycle (or all ``color``); with ``hue`` each value of
+    ``x`` gets a group of bars side by side, one per value of ``hue`` in ``hue_order``,
+    coloured by it and named in the legend (a pair without runs leaves a gap). Bars are
+    light (alpha 0.35) and 0.6 wide (a group 0.8); the dots are the runs themselves.
+    Returns the Axes, for the caller's title, limits and reference lines.
+    """
+    _check_frame(df, {"x": x, "y": y, "hue": hue})
+    if hue is None and hue_order is not None:
+        raise ValueError("hue_order needs hue: name the column whose values it orders")
+    xs = _levels(df, x, order, "order")
+    hues = [None] if hue is None else _levels(df, hue, hue_order, "hue_order")
+    ax = _axes(ax)
+    slot = 0.6 if hue is None else 0.8 / len(hues)
+    labelled = set()  # the hue values already in the legend
+    for i, x_value in enumerate(xs):
+        for k, hue_value in enumerate(hues):
+            rows = df[df[x] == x_value] if hue is None else df[(df[x] == x_value) & (df[hue] == hue_value)]
+            values = rows[y].to_numpy(dtype=float)
+            if values.size == 0:
+                continue
+            position = i + (k - (len(hues) - 1) / 2) * slot
+            shade = color or f"C{i if hue is None else k}"
+            label = None if hue is None or k in labelled else str(hue_value)
+            labelled.add(k)
+            ax.bar(position, values.mean(), slot if hue is None else 0.9 * slot, color=shade, alpha=0.35, label=label)
+            ax.plot([position] * values.size, values, "o", color=shade, markersize=4)
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if hue is not None:
+        ax.legend()
+    return ax
+
+
+__all__: Sequence[str] = ("COLORS", "MARKERS", "use_style", "log_axis", "metric_vs_compression", "pareto_front", "pareto",
+                          "seed_bars")

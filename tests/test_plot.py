@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from shrinklib.plot import COLORS, metric_vs_compression, pareto, pareto_front, use_style  # noqa: E402
+from shrinklib.plot import COLORS, metric_vs_compression, pareto, pareto_front, seed_bars, use_style  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +101,54 @@ def test_pareto_skips_missing_and_labels_optional(table):
     assert not ax.texts and not ax.collections
 
 
+@pytest.fixture
+def runs():
+    return pd.DataFrame({
+        "training": ["labels"] * 3 + ["KD"] * 3 + ["MiniLM"] * 2 + ["KD"],
+        "epochs": [1.0] * 3 + [1.0] * 3 + [1.0] * 2 + [6.0],
+        "test_accuracy": [0.79, 0.80, 0.78, 0.81, 0.80, 0.82, 0.83, 0.84, 0.85],
+    })
+
+
+def bars_and_dots(ax):
+    """(x, height, width) of each bar and (x, y) of each dot, in drawing order."""
+    bars = [(p.get_x() + p.get_width() / 2, p.get_height(), p.get_width()) for p in ax.patches]
+    dots = [(float(x), float(y)) for line in ax.lines if line.get_marker() == "o"
+            for x, y in zip(line.get_xdata(), line.get_ydata())]
+    return bars, dots
+
+
+def test_seed_bars_draw_the_mean_and_every_run(runs):
+    order = ["labels", "KD", "MiniLM"]
+    ax = seed_bars(runs[runs.epochs == 1.0], "training", "test_accuracy", order=order)
+    bars, dots = bars_and_dots(ax)
+    expected = [runs[(runs.training == t) & (runs.epochs == 1.0)].test_accuracy for t in order]
+    np.testing.assert_allclose([b[0] for b in bars], [0, 1, 2])
+    np.testing.assert_allclose([b[1] for b in bars], [e.mean() for e in expected])
+    np.testing.assert_allclose([b[2] for b in bars], 0.6)
+    assert sorted(dots) == sorted((float(i), y) for i, e in enumerate(expected) for y in e)
+    assert [t.get_text() for t in ax.get_xticklabels()] == order and ax.get_ylabel() == "test_accuracy"
+    colours = [matplotlib.colors.to_hex(p.get_facecolor()[:3]) for p in ax.patches]
+    assert colours == [c.lower() for c in COLORS[:3]] and all(p.get_alpha() == 0.35 for p in ax.patches)
+    assert ax.get_legend() is None
+
+
+def test_seed_bars_with_hue_group_side_by_side(runs):
+    fig, axes = plt.subplots(1, 2)
+    ax = seed_bars(runs, "epochs", "test_accuracy", hue="training", hue_order=["labels", "KD", "MiniLM"], ax=axes[1])
+    assert ax is axes[1] and not axes[0].patches
+    bars, dots = bars_and_dots(ax)
+    width = 0.8 / 3
+    expected = [(0 - width, runs.test_accuracy[:3].mean()), (0.0, runs.test_accuracy[3:6].mean()),
+                (0 + width, runs.test_accuracy[6:8].mean()), (1.0, 0.85)]  # epochs 6 has KD only
+    np.testing.assert_allclose([b[:2] for b in bars], expected)
+    assert len(dots) == len(runs)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["labels", "KD", "MiniLM"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1.0", "6.0"]
+    one_colour = seed_bars(runs, "training", "test_accuracy", color="C0", ax=axes[0])
+    assert len({p.get_facecolor() for p in one_colour.patches}) == 1
+
+
 def test_bad_input(sweep, table):
     with pytest.raises(ValueError, match="x='bits' is not a column of df"):
         metric_vs_compression(sweep, "bits", "accuracy")
@@ -118,6 +166,20 @@ def test_bad_input(sweep, table):
         pareto_front([1, 2, 3])
     with pytest.raises(ValueError, match="points must be finite"):
         pareto_front([(1, np.nan)])
+    runs = sweep.rename(columns={"method": "training"})
+    with pytest.raises(ValueError, match="y='test_accuracy' is not a column of df"):
+        seed_bars(runs, "training", "test_accuracy")
+    with pytest.raises(ValueError, match="order must list distinct values of 'training' that have runs, "
+                                         "got \\['magnitude', 'MiniLM'\\]"):
+        seed_bars(runs, "training", "accuracy", order=["magnitude", "MiniLM"])
+    with pytest.raises(ValueError, match="order must list distinct values"):
+        seed_bars(runs, "training", "accuracy", order=["magnitude", "magnitude"])
+    with pytest.raises(TypeError, match="order must be a sequence of values of 'training', got the str 'magnitude'"):
+        seed_bars(runs, "training", "accuracy", order="magnitude")
+    with pytest.raises(ValueError, match="hue_order needs hue"):
+        seed_bars(runs, "training", "accuracy", hue_order=["magnitude"])
+    with pytest.raises(ValueError, match="df is empty"):
+        seed_bars(runs.iloc[:0], "training", "accuracy")
 
 
 def test_log_axis_labels_exactly_the_ticks():

@@ -23,10 +23,15 @@ table compare:
   CPU threads; the machine is recorded with the number. :func:`latency_by_component`
   splits that time by component (each module's own time, via hooks).
 
-:func:`measure_classifier` runs the whole protocol and returns a :class:`Report`;
-:class:`ResultsTable` keeps the rows of all chapters in one CSV.
+:func:`measure_classifier` and :func:`measure_lm` run the whole protocol and return a
+:class:`Report` (:func:`measure_model` measures the costs of a model whose quality was
+measured elsewhere); :class:`ResultsTable` keeps the rows of all chapters in one CSV.
+
+"A beats B" rests on :func:`paired_bootstrap` of the two models' :func:`correctness` on
+the same test sentences, or on several seeds with their spread (:func:`seed_summary`).
 """
 from shrinklib.measure.activation_memory import peak_activation_memory
+from shrinklib.measure.bootstrap import PairedDifference, bootstrap_ci, paired_bootstrap
 from shrinklib.measure.component_latency import latency_by_component
 from shrinklib.measure.components import COMPONENTS, component_of
 from shrinklib.measure.counts import (
@@ -40,7 +45,7 @@ from shrinklib.measure.counts import (
 from shrinklib.measure.forward import dummy_inputs, evaluating
 from shrinklib.measure.latency import Latency, latency
 from shrinklib.measure.macs import macs, macs_by_component, macs_by_module, recurrent_macs
-from shrinklib.measure.quality import Accuracy, accuracy, bootstrap_ci, perplexity, predict_logits
+from shrinklib.measure.quality import Accuracy, accuracy, correctness, perplexity, predict_logits
 from shrinklib.measure.report import (
     COLUMNS,
     Report,
@@ -49,8 +54,11 @@ from shrinklib.measure.report import (
     git_commit,
     provenance,
     measure_classifier,
+    measure_lm,
+    measure_model,
     to_frame,
 )
+from shrinklib.measure.seeds import SEED_STATISTICS, seed_summary
 from shrinklib.measure.size import size_in_memory, size_on_disk
 
 __all__ = [
@@ -60,6 +68,8 @@ __all__ = [
     "macs", "macs_by_component", "macs_by_module", "recurrent_macs",
     "dummy_inputs", "evaluating",
     "Latency", "latency", "latency_by_component",
-    "Accuracy", "accuracy", "bootstrap_ci", "perplexity", "predict_logits",
-    "Report", "ResultsTable", "COLUMNS", "to_frame", "measure_classifier", "describe_device", "provenance", "git_commit",
+    "Accuracy", "accuracy", "correctness", "perplexity", "predict_logits",
+    "bootstrap_ci", "paired_bootstrap", "PairedDifference", "seed_summary", "SEED_STATISTICS",
+    "Report", "ResultsTable", "COLUMNS", "to_frame", "measure_classifier", "measure_lm", "measure_model",
+    "describe_device", "provenance", "git_commit",
 ]

@@ -4,10 +4,14 @@
   ``datasets.Dataset`` or a dict of lists) with ``text``/``label`` columns, tokenizing
   each batch on the fly and padding it to its own longest sentence (dynamic padding), or
   over already tokenized ``input_ids`` (and ``attention_mask``) columns.
+* :func:`correctness` is 1.0 where the model predicts the label and 0.0 where it does
+  not, example by example: the unit that :func:`shrinklib.measure.paired_bootstrap`
+  compares two models on.
 * :func:`accuracy` is the share of correct predictions with a 95% percentile-bootstrap
-  interval (Efron & Tibshirani, 1993, *An Introduction to the Bootstrap*): on 1,000
-  test sentences an accuracy of 0.80 is only known to about +-0.025, and the book says
-  whether two models differ by more than that before it calls one better.
+  interval (:func:`shrinklib.measure.bootstrap_ci`; Efron & Tibshirani, 1993, *An
+  Introduction to the Bootstrap*): on 1,000 test sentences an accuracy of 0.80 is only
+  known to about +-0.025, and the book says whether two models differ by more than that
+  before it calls one better.
 * :func:`perplexity` is exp of the mean next-token negative log-likelihood over a text
   cut into non-overlapping blocks (each block is scored on its own, so its first token
   has no context; the usual convention, e.g. the Hugging Face perplexity guide).
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -24,10 +27,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shrinklib._checks import check_positive_int
+from shrinklib._checks import check_int, check_number, check_positive_int
 from shrinklib.arch import pad_id
+from shrinklib.measure.bootstrap import bootstrap_ci
 from shrinklib.measure.forward import evaluating, model_device
-from shrinklib.utils import check_seed
 
 #: Below this many batches no progress bar is shown (when ``progress`` is None).
 PROGRESS_MIN_BATCHES = 10
@@ -125,33 +128,6 @@ def predict_logits(
     return torch.cat(outputs)
 
 
-def bootstrap_ci(values, *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval ``(low, high)`` for the mean of ``values``.
-
-    Draws ``n_resamples`` samples of len(values) with replacement (NumPy generator seeded
-    with ``seed``: the same interval every run) and returns the (1 - confidence)/2 and
-    (1 + confidence)/2 quantiles of their means.
-    """
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"values must be a non-empty 1-D sequence of numbers, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError("values must be finite (no NaN or inf)")
-    check_positive_int("n_resamples", n_resamples)
-    if not isinstance(confidence, Real) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number strictly between 0 and 1, got {confidence!r}")
-    rng = np.random.default_rng(check_seed(seed))
-    n = array.size
-    chunk = max(1, 4_000_000 // n)  # bound the index matrix at ~32 MB
-    means = []
-    for done in range(0, n_resamples, chunk):
-        rows = min(chunk, n_resamples - done)
-        means.append(array[rng.integers(0, n, size=(rows, n))].mean(axis=1))
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(np.concatenate(means), [alpha, 1 - alpha])
-    return float(low), float(high)
-
-
 @dataclass(frozen=True)
 class Accuracy:
     """An accuracy ``value`` in [0, 1] with its bootstrap interval [``low``, ``high``] over ``n`` examples."""
@@ -163,15 +139,40 @@ class Accuracy:
 
     def __post_init__(self):
         for name in ("value", "low", "high"):
-            v = getattr(self, name)
-            if not isinstance(v, Real) or not 0 <= v <= 1:
-                raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+            check_number(name, getattr(self, name), low=0, high=1, what="a number in [0, 1]")
         if self.low > self.high:
             raise ValueError(f"low must not exceed high, got low={self.low}, high={self.high}")
         check_positive_int("n", self.n)
 
     def __str__(self) -> str:
         return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}] (n={self.n})"
+
+
+def correctness(
+    model: nn.Module,
+    dataset,
+    tokenizer=None,
+    *,
+    batch_size: int = 64,
+    max_length: int = 64,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """1.0 where ``model`` predicts the ``label`` column of ``dataset``, 0.0 where it does not.
+
+    A float64 NumPy array with one entry per row, in order; its mean is the accuracy, and
+    two models' arrays on the same rows are what :func:`shrinklib.measure.paired_bootstrap`
+    compares. Prediction as in :func:`predict_logits` (the arguments mean the same).
+    """
+    if "label" not in _columns(dataset):
+        raise ValueError(f"dataset must have a 'label' column, got columns {_columns(dataset)}")
+    logits = predict_logits(model, dataset, tokenizer, batch_size, max_length, progress=progress)
+    labels = torch.as_tensor(_column(dataset, "label", 0, _length(dataset)), dtype=torch.long)
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise ValueError(
+            f"labels must lie in [0, {logits.shape[1]}) for a model with {logits.shape[1]} outputs, "
+            f"got labels in [{int(labels.min())}, {int(labels.max())}]"
+        )
+    return (logits.argmax(dim=1) == labels).double().numpy()
 
 
 def accuracy(
@@ -188,18 +189,10 @@ def accuracy(
 ) -> Accuracy:
     """Accuracy of ``model`` on ``dataset`` (a ``label`` column) with a bootstrap interval.
 
-    Prediction as in :func:`predict_logits`; the interval as in :func:`bootstrap_ci`.
+    The mean of :func:`correctness` (prediction as in :func:`predict_logits`); the
+    interval as in :func:`shrinklib.measure.bootstrap_ci`.
     """
-    if "label" not in _columns(dataset):
-        raise ValueError(f"dataset must have a 'label' column, got columns {_columns(dataset)}")
-    logits = predict_logits(model, dataset, tokenizer, batch_size, max_length, progress=progress)
-    labels = torch.as_tensor(_column(dataset, "label", 0, _length(dataset)), dtype=torch.long)
-    if labels.min() < 0 or labels.max() >= logits.shape[1]:
-        raise ValueError(
-            f"labels must lie in [0, {logits.shape[1]}) for a model with {logits.shape[1]} outputs, "
-            f"got labels in [{int(labels.min())}, {int(labels.max())}]"
-        )
-    correct = (logits.argmax(dim=1) == labels).double().numpy()
+    correct = correctness(model, dataset, tokenizer, batch_size=batch_size, max_length=max_length, progress=progress)
     low, high = bootstrap_ci(correct, n_resamples=n_resamples, confidence=confidence, seed=seed)
     return Accuracy(float(correct.mean()), low, high, int(correct.size))
 
@@ -234,8 +227,7 @@ def perplexity(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 2:
-        raise ValueError(f"block_size must be an int >= 2, got {block_size!r}")
+    check_int("block_size", block_size, minimum=2, what="an int >= 2")
     max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(max_positions, int) and block_size > max_positions:
         raise ValueError(f"block_size must be at most the model's max_position_embeddings={max_positions}, got {block_size}")

@@ -1,7 +1,9 @@
 """The book's results table: one :class:`Report` per compressed model, kept in a CSV.
 
 Every chapter ends by measuring its best model with the same protocol
-(:func:`measure_classifier`) and adding the row to the :class:`ResultsTable`, a CSV in
+(:func:`measure_classifier` for a classifier, :func:`measure_lm` for a language model,
+:func:`measure_model` when the quality comes from elsewhere, such as a benchmark's row)
+and adding the row to the :class:`ResultsTable`, a CSV in
 the shrinklib cache folder (``$SHRINKLIB_CACHE`` or ``~/.cache/shrinklib``, file
 ``results_table.csv``). Chapter 9 reads the whole table and draws the trade-offs.
 Notebooks run two at a time, so :meth:`ResultsTable.add` re-reads, changes and rewrites
@@ -28,7 +30,8 @@ from torch import nn
 from shrinklib.measure.counts import count_parameters, nonzero_parameters
 from shrinklib.measure.forward import model_device
 from shrinklib.measure.latency import available_cpus, latency
-from shrinklib.measure.quality import accuracy
+from shrinklib.measure import quality
+from shrinklib.measure.quality import Accuracy
 from shrinklib.measure.size import size_on_disk
 from shrinklib.results import lock, write_frame
 
@@ -247,6 +250,50 @@ class ResultsTable:
         return f"ResultsTable({str(self.path)!r})"
 
 
+def _check_names(name, chapter, method) -> None:
+    for argument, value in (("name", name), ("chapter", chapter), ("method", method)):
+        _text(argument, value)
+
+
+def measure_model(
+    model: nn.Module,
+    *,
+    name: str,
+    chapter: str,
+    method: str,
+    accuracy: Accuracy | None = None,
+    perplexity: float | None = None,
+    seq_len: int = 64,
+    latency_repeats: int = 20,
+    latency_warmup: int = 3,
+    notes: str = "",
+) -> Report:
+    """The :class:`Report` of ``model``: its costs measured now, its quality as given.
+
+    Measures parameters and nonzero parameters, the size of the file
+    :func:`shrinklib.save` writes, and the median latency of a batch of 1 x ``seq_len``
+    token ids (2 threads, ``latency_warmup`` untimed then ``latency_repeats`` timed runs).
+    The quality is what the caller measured: an :class:`Accuracy` (from
+    :func:`shrinklib.measure.accuracy`, or rebuilt from a benchmark's row) and/or a
+    ``perplexity``; :func:`measure_classifier` and :func:`measure_lm` measure it too.
+    Nothing is written: add the report to a :class:`ResultsTable` to keep it.
+    """
+    _check_names(name, chapter, method)
+    if accuracy is not None and not isinstance(accuracy, Accuracy):
+        raise TypeError(f"accuracy must be a shrinklib.measure.Accuracy or None, got {type(accuracy).__name__}")
+    timing = latency(model, batch_size=1, seq_len=seq_len, repeats=latency_repeats, warmup=latency_warmup)
+    return Report(
+        name=name, chapter=chapter, method=method,
+        accuracy=None if accuracy is None else accuracy.value,
+        accuracy_low=None if accuracy is None else accuracy.low,
+        accuracy_high=None if accuracy is None else accuracy.high,
+        params=count_parameters(model), nonzeros=nonzero_parameters(model),
+        size_mb=size_on_disk(model) / 1e6,
+        latency_ms=timing.median_ms, latency_iqr_ms=timing.iqr_ms, perplexity=perplexity,
+        notes=notes, device=describe_device(model_device(model)),
+    )
+
+
 def measure_classifier(
     model: nn.Module,
     tokenizer,
@@ -257,25 +304,48 @@ def measure_classifier(
     method: str,
     seq_len: int = 64,
     latency_repeats: int = 20,
+    latency_warmup: int = 3,
     notes: str = "",
 ) -> Report:
     """Measure a classifier with the book's protocol and return its :class:`Report`.
 
     accuracy on ``dataset`` with a 95% bootstrap interval (sentences truncated to
-    ``seq_len`` tokens), parameters and nonzero parameters, the size of the file
-    :func:`shrinklib.save` writes, and the median latency of a batch of 1 x ``seq_len``
-    token ids (2 threads, ``latency_repeats`` runs). Nothing is written: add the report
-    to a :class:`ResultsTable` to keep it.
+    ``seq_len`` tokens), then the costs as in :func:`measure_model`: parameters and
+    nonzero parameters, the size of the file :func:`shrinklib.save` writes, and the
+    median latency of a batch of 1 x ``seq_len`` token ids (2 threads,
+    ``latency_repeats`` runs). Nothing is written: add the report to a
+    :class:`ResultsTable` to keep it.
     """
-    for argument, value in (("name", name), ("chapter", chapter), ("method", method)):
-        _text(argument, value)
-    acc = accuracy(model, dataset, tokenizer, max_length=seq_len)
-    timing = latency(model, batch_size=1, seq_len=seq_len, repeats=latency_repeats)
-    return Report(
-        name=name, chapter=chapter, method=method,
-        accuracy=acc.value, accuracy_low=acc.low, accuracy_high=acc.high,
-        params=count_parameters(model), nonzeros=nonzero_parameters(model),
-        size_mb=size_on_disk(model) / 1e6,
-        latency_ms=timing.median_ms, latency_iqr_ms=timing.iqr_ms,
-        notes=notes, device=describe_device(model_device(model)),
-    )
+    _check_names(name, chapter, method)
+    acc = quality.accuracy(model, dataset, tokenizer, max_length=seq_len)
+    return measure_model(model, name=name, chapter=chapter, method=method, accuracy=acc, seq_len=seq_len,
+                         latency_repeats=latency_repeats, latency_warmup=latency_warmup, notes=notes)
+
+
+def measure_lm(
+    model: nn.Module,
+    tokenizer,
+    text: str,
+    *,
+    name: str,
+    chapter: str,
+    method: str,
+    block_size: int = 256,
+    max_blocks: int | None = None,
+    seq_len: int = 64,
+    latency_repeats: int = 20,
+    latency_warmup: int = 3,
+    notes: str = "",
+) -> Report:
+    """Measure a language model with the book's protocol and return its :class:`Report`.
+
+    :func:`shrinklib.measure.perplexity` on ``text`` (held-out text, such as
+    ``shrinklib.data.lm_text("bbc_news", "evaluation")``) in non-overlapping blocks of
+    ``block_size`` tokens, the first ``max_blocks`` of them if given; then the costs as
+    in :func:`measure_model`. The report's accuracy columns are empty. Nothing is
+    written: add the report to a :class:`ResultsTable` to keep it.
+    """
+    _check_names(name, chapter, method)
+    ppl = quality.perplexity(model, tokenizer, text, block_size=block_size, max_blocks=max_blocks)
+    return measure_model(model, name=name, chapter=chapter, method=method, perplexity=ppl, seq_len=seq_len,
+                         latency_repeats=latency_repeats, latency_warmup=latency_warmup, notes=notes)

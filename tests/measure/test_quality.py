@@ -6,7 +6,7 @@ import torch
 from datasets import Dataset
 from torch import nn
 
-from shrinklib.measure import Accuracy, accuracy, bootstrap_ci, perplexity, predict_logits
+from shrinklib.measure import Accuracy, accuracy, bootstrap_ci, correctness, perplexity, predict_logits
 
 TEXTS = ["a fine film", "dull", "an utterly wonderful and moving story", "bad", "ok I guess",
          "great", "boring and long", "superb acting", "meh", "the worst"]
@@ -49,15 +49,18 @@ def test_accuracy_of_a_known_classifier(tokenizer):
     assert (result.low, result.high) == bootstrap_ci(np.equal(predicted, LABELS).astype(float))
 
 
-def test_bootstrap_interval():
-    assert bootstrap_ci([0.7] * 50) == (pytest.approx(0.7), pytest.approx(0.7))
-    values = np.random.default_rng(1).random(1000) < 0.8
-    low, high = bootstrap_ci(values, n_resamples=2000)
-    assert low < values.mean() < high
-    assert high - low == pytest.approx(2 * 1.96 * math.sqrt(0.8 * 0.2 / 1000), rel=0.15)
-    assert bootstrap_ci(values, seed=3) == bootstrap_ci(values, seed=3)
-    narrow = bootstrap_ci(values, confidence=0.5)
-    assert low < narrow[0] < narrow[1] < high
+def test_correctness_sentence_by_sentence(bert, tokenizer):
+    data = {"text": TEXTS, "label": LABELS}
+    predicted = [tokenizer.encode(t)[0] % 2 for t in TEXTS]
+    correct = correctness(FirstTokenParity(), data, tokenizer, batch_size=3)
+    assert correct.dtype == np.float64 and correct.tolist() == [float(p == l) for p, l in zip(predicted, LABELS)]
+    by_hand = (predict_logits(bert, data, tokenizer).argmax(1) == torch.tensor(LABELS)).double().numpy()
+    np.testing.assert_array_equal(correctness(bert, Dataset.from_dict(data), tokenizer), by_hand)
+    assert accuracy(bert, data, tokenizer).value == by_hand.mean()
+    with pytest.raises(ValueError, match="dataset must have a 'label' column, got columns \\['text'\\]"):
+        correctness(bert, {"text": TEXTS}, tokenizer)
+    with pytest.raises(ValueError, match="labels must lie in \\[0, 2\\) for a model with 2 outputs, got labels in \\[0, 5\\]"):
+        correctness(bert, {"text": TEXTS, "label": [5] + LABELS[1:]}, tokenizer)
 
 
 def test_perplexity_by_hand(llama, tokenizer):
@@ -88,12 +91,6 @@ def test_bad_input(bert, llama, tokenizer):
         accuracy(bert, {"text": TEXTS}, tokenizer)
     with pytest.raises(ValueError, match="labels must lie in \\[0, 2\\)"):
         accuracy(bert, {"text": TEXTS, "label": [3] * 10}, tokenizer)
-    with pytest.raises(ValueError, match="values must be a non-empty 1-D"):
-        bootstrap_ci([])
-    with pytest.raises(ValueError, match="values must be finite"):
-        bootstrap_ci([1.0, float("nan")])
-    with pytest.raises(ValueError, match="confidence must be a number strictly between 0 and 1, got 1"):
-        bootstrap_ci([1.0, 0.0], confidence=1)
     with pytest.raises(ValueError, match="block_size must be an int >= 2, got 1"):
         perplexity(llama, tokenizer, "hello", block_size=1)
     with pytest.raises(ValueError, match="text must give at least 2 tokens to score, got 1"):
