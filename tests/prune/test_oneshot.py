@@ -8,73 +8,6 @@ from shrinklib import prune, zoo
 from shrinklib.calibration import input_statistics, lm_batches
 
 
-def _problem(seed=0, tokens=512, n_in=48, n_out=20):
-    g = torch.Generator().manual_seed(seed)
-    scales = torch.logspace(-1, 1, n_in)[torch.randperm(n_in, generator=g)]  # some features far louder than others
-    X = torch.randn(tokens, n_in, generator=g, dtype=torch.float64) * scales.double()
-    W = torch.randn(n_out, n_in, generator=g, dtype=torch.float64)
-    return X, W
-
-
-def _row_magnitude(W, pruned_per_row):
-    """Reference magnitude mask: in each row, prune the ``pruned_per_row`` smallest |w|."""
-    return torch.stack([torch.abs(r) > torch.abs(r).kthvalue(pruned_per_row).values for r in W])
-
-
-def _error(X, W, W2):
-    return float((X @ W.T - X @ W2.T).pow(2).sum())
-
-
-def test_sparsegpt_beats_wanda_which_beats_magnitude_on_reconstruction():
-    X, W = _problem()
-    magnitude = W * _row_magnitude(W, 24)
-    wanda = W * prune.wanda_mask(W, X.pow(2).sum(0), 0.5)
-    sparse, keep = prune.sparsegpt_prune(W, X.T @ X, 0.5, blocksize=16)
-    assert int((~keep).sum()) == round(0.5 * W.numel()) and torch.all(sparse[~keep] == 0)
-    assert _error(X, W, sparse) < _error(X, W, wanda) < _error(X, W, magnitude)
-
-
-def test_sparsegpt_compensation_is_the_least_squares_refit():
-    g = torch.Generator().manual_seed(1)
-    X = torch.randn(100, 4, generator=g, dtype=torch.float64)
-    w = torch.tensor([[0.01, 1.0, -2.0, 0.5]], dtype=torch.float64)  # the first weight is the cheapest to remove
-    pruned, keep = prune.sparsegpt_prune(w, X.T @ X, 0.25, blocksize=4, percdamp=0.0)
-    assert keep.tolist() == [[False, True, True, True]]
-    rest = X[:, 1:]
-    refit = w[0, 1:] + torch.linalg.solve(rest.T @ rest, rest.T @ X[:, :1] * w[0, 0]).flatten()
-    assert torch.allclose(pruned[0, 1:], refit, atol=1e-10)
-
-
-def test_nothing_to_prune_changes_nothing_and_blocks_are_exact():
-    X, W = _problem(2)
-    same, keep = prune.sparsegpt_prune(W, X.T @ X, 0.0)
-    assert keep.all() and torch.allclose(same, W, atol=1e-12)
-    _, keep = prune.sparsegpt_prune(W, X.T @ X, 0.3, blocksize=16)
-    for start in range(0, 48, 16):
-        assert int((~keep[:, start:start + 16]).sum()) == round(0.3 * 20 * 16)
-
-
-def test_two_four_masks():
-    X, W = _problem(4)
-    scores = prune.wanda_scores(W, X.pow(2).sum(0))
-    wanda = prune.wanda_mask(W, X.pow(2).sum(0), 0.5, nm=(2, 4))
-    assert torch.equal(wanda, prune.nm_mask(scores, 2, 4))
-    sparse, keep = prune.sparsegpt_prune(W, X.T @ X, 0.5, blocksize=16, nm=(2, 4))
-    assert prune.is_nm_sparse(sparse, 2, 4) and int(keep.sum()) == W.numel() // 2
-    assert torch.all(sparse[~keep] == 0)
-    assert _error(X, W, sparse) < _error(X, W, W * wanda) < _error(X, W, W * prune.nm_mask(W, 2, 4))
-    with pytest.raises(ValueError, match="multiples of m=4"):
-        prune.sparsegpt_prune(W, X.T @ X, 0.5, blocksize=18, nm=(2, 4))
-
-
-def test_wanda_prunes_each_row_exactly_and_equals_magnitude_for_equal_inputs():
-    X, W = _problem(3)
-    keep = prune.wanda_mask(W, X.pow(2).sum(0), 0.5)
-    assert torch.all((~keep).sum(1) == 24)
-    uniform = prune.wanda_mask(W, torch.ones(48), 0.5)
-    assert torch.equal(uniform, _row_magnitude(W, 24))
-
-
 @pytest.mark.parametrize("method", ["wanda_", "sparsegpt_"])
 def test_one_shot_pruning_of_a_decoder(method, tmp_path):
     model = zoo.tiny_llama()
@@ -176,7 +109,6 @@ def test_sequential_calibration_is_the_layer_by_layer_loop_and_differs_from_one_
     for fqn in first:
         _assert_same_masks_up_to_ties(seq[fqn], one[fqn], dense[fqn], seen[fqn], fqn)
     assert not all(torch.equal(seq[fqn], one[fqn]) for fqn in second)
-
 
 
 def test_sequential_calibration_of_an_encoder():
