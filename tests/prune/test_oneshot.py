@@ -140,3 +140,75 @@ def test_sequential_calibration_of_an_encoder():
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("method, options", [
+    ("wanda_", {}), ("wanda_", {"nm": (2, 4)}),
+    ("sparsegpt_", {}), ("sparsegpt_", {"nm": (2, 4), "blocksize": 8, "percdamp": 0.1}),
+    ("sparsegpt_", {"blocksize": 24, "percdamp": 0.0}),
+])
+def test_precomputed_stats_prune_exactly_as_the_batches_they_were_read_from(method, options):
+    batches = lm_batches(torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0)), 4)
+    attention = lambda m, fqn: isinstance(m, torch.nn.Linear) and "self_attn" in fqn  # noqa: E731
+    dense = zoo.tiny_llama()
+    stats = input_statistics(dense, batches, prune.prunable_weights(dense, attention), gram=True)
+    from_batches = getattr(prune, method)(zoo.tiny_llama(), batches, 0.3, filter_fn=attention, **options)
+    from_stats = getattr(prune, method)(zoo.tiny_llama(), sparsity=0.3, stats=stats, filter_fn=attention, **options)
+    assert prune.masks(from_stats).keys() == prune.masks(from_batches).keys() and len(prune.masks(from_stats)) == 8
+    for (name, a), (other, b) in zip(from_stats.state_dict().items(), from_batches.state_dict().items()):
+        assert name == other and torch.equal(a, b), name
+    assert not torch.equal(from_stats.model.layers[0].self_attn.q_proj.weight, dense.model.layers[0].self_attn.q_proj.weight)
+
+
+def _stats_of(model, gram=True):
+    batches = lm_batches(torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1)), 4)
+    return input_statistics(model, batches, prune.prunable_weights(model), gram=gram)
+
+
+def _with(stats, fqn, **changes):
+    import dataclasses
+
+    return {**stats, fqn: dataclasses.replace(stats[fqn], **changes)}
+
+
+Q = "model.layers.0.self_attn.q_proj"
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m, s: prune.wanda_(m, sparsity=0.5), ValueError, "give calibration batches or precomputed stats, exactly one"),
+    (lambda m, s: prune.sparsegpt_(m), ValueError, "give calibration batches or precomputed stats, exactly one"),
+    (lambda m, s: prune.wanda_(m, [{"input_ids": torch.zeros(1, 4, dtype=torch.long)}], stats=s), ValueError,
+     "exactly one of them"),
+    (lambda m, s: prune.wanda_(m, stats=s, sequential=True), ValueError, "sequential=True .* needs batches"),
+    (lambda m, s: prune.sparsegpt_(m, stats=s, max_batches=2), ValueError, "with precomputed stats it must be None, got 2"),
+    (lambda m, s: prune.wanda_(m, stats=[s]), TypeError, "stats must be a dict of InputStats by module name, got list"),
+    (lambda m, s: prune.wanda_(m, stats={k: v for k, v in s.items() if k != Q}), ValueError,
+     r"exactly the modules to prune: missing \['model.layers.0.self_attn.q_proj'\], not pruned \[\]"),
+    (lambda m, s: prune.wanda_(m, stats={**s, "lm_head": s[Q]}), ValueError, r"missing \[\], not pruned \['lm_head'\]"),
+    (lambda m, s: prune.wanda_(m, stats={**s, Q: s[Q].sq_norm}), TypeError,
+     r"stats\['model.layers.0.self_attn.q_proj'\] must be an InputStats, got Tensor"),
+    (lambda m, s: prune.wanda_(m, stats=_with(s, Q, sq_norm=torch.ones(5))), ValueError,
+     r"sq_norm must have shape \(32,\) for model.layers.0.self_attn.q_proj's 32 inputs, got \(5,\)"),
+    (lambda m, s: prune.wanda_(m, stats=_with(s, Q, tokens=0)), ValueError, "saw no token"),
+    (lambda m, s: prune.sparsegpt_(m, stats=_with(s, Q, gram=None)), ValueError,
+     r"has no Gram matrix: SparseGPT needs input_statistics\(..., gram=True\)"),
+    (lambda m, s: prune.sparsegpt_(m, stats=_with(s, Q, gram=torch.eye(3))), ValueError,
+     r"gram must have shape \(32, 32\), got \(3, 3\)"),
+])
+def test_bad_precomputed_stats_are_refused_before_any_layer_changes(call, error, message):
+    model = zoo.tiny_llama()
+    stats = _stats_of(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(error, match=message):
+        call(model, stats)
+    assert prune.masks(model) == {}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_wanda_needs_no_gram_matrix():
+    model = zoo.tiny_llama()
+    stats = _stats_of(model, gram=False)
+    expected = prune.wanda_(zoo.tiny_llama(), sparsity=0.5, stats=_stats_of(zoo.tiny_llama()))
+    assert all(torch.equal(a, b) for a, b in zip(prune.wanda_(model, sparsity=0.5, stats=stats).state_dict().values(),
+                                                 expected.state_dict().values()))
+    assert prune.precomputed_statistics([], None, prune.prunable_weights(model)) is None
