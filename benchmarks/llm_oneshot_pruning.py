@@ -7,7 +7,10 @@ model. Perplexity is measured on the start of the evaluation half of the BBC new
 the calibration half, which never overlaps it.
 
 Wanda and SparseGPT read their calibration statistics from the dense model in one pass
-(``sequential=False``, the library's default), once, shared by every sparsity. At the
+(``sequential=False``, the library's default), once, shared by every sparsity: the
+library's ``wanda_``/``sparsegpt_`` take them as ``stats=``, which prunes exactly as
+reading the batches each time would. SparseGPT's ``--blocksize`` and ``--percdamp`` are
+passed through and recorded in SparseGPT's rows. At the
 sparsities in ``--sequential`` they are also run as in the papers' code, calibrated and
 pruned one decoder layer at a time on the outputs of the already-pruned layers
 (``sequential=True``). The dense model and the 50% models are evaluated a second time
@@ -39,25 +42,14 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from shrinklib import data, measure, prune, zoo  # noqa: E402
-from shrinklib.calibration import input_statistics  # noqa: E402
+from shrinklib.calibration import input_statistics, lm_batches  # noqa: E402
 from shrinklib.utils import seed_everything  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "llm_oneshot_pruning.csv"
 SPARSITIES = (0.1, 0.3, 0.5, 0.6, 0.7)
 METHODS = ("magnitude", "wanda", "sparsegpt")
+PRUNE = {"wanda": prune.wanda_, "sparsegpt": prune.sparsegpt_}
 EVAL_CHARS = 400_000  # the evaluation text's start: far more tokens than any protocol here reads
-
-
-def prune_one_pass(model, method: str, sparsity: float, stats, nm=None):
-    """``wanda_`` / ``sparsegpt_`` with ``sequential=False``, from statistics gathered once."""
-    for fqn, module in prune.prunable_weights(model).items():
-        if method == "wanda":
-            prune.set_mask_(module, prune.wanda_mask(module.weight, stats[fqn].sq_norm, sparsity, nm=nm))
-        else:
-            weight, keep = prune.sparsegpt_prune(module.weight, stats[fqn].gram, sparsity, nm=nm)
-            module.weight.data.copy_(weight)
-            prune.set_mask_(module, keep)
-    return model
 
 
 def main() -> None:
@@ -71,6 +63,8 @@ def main() -> None:
     parser.add_argument("--sequential", type=float, nargs="*", default=[0.5],
                         help="sparsities also pruned with sequential (layer-by-layer) calibration")
     parser.add_argument("--no-nm", action="store_true", help="skip the 2:4 runs")
+    parser.add_argument("--blocksize", type=int, default=128, help="SparseGPT's columns per mask block")
+    parser.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT's damping, a share of the mean diagonal")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
@@ -80,7 +74,7 @@ def main() -> None:
     evaluation = data.lm_text(args.text, "evaluation")[:EVAL_CHARS]
     calibration = data.lm_blocks(data.lm_text(args.text, "calibration"), tokenizer, block_size=args.block_size,
                                  max_blocks=args.calibration_blocks)
-    batches = prune.lm_batches(calibration, batch_size=4)
+    batches = lm_batches(calibration, batch_size=4)
     eval_tokens = args.eval_blocks * args.block_size
     protocols = [(args.block_size, args.eval_blocks)]
     if args.long_block_size:
@@ -100,15 +94,15 @@ def main() -> None:
         start = time.perf_counter()
         model = dense if method == "dense" else copy.deepcopy(dense)
         nm = (2, 4) if pattern == "2:4" else None
+        options = {"blocksize": args.blocksize, "percdamp": args.percdamp} if method == "sparsegpt" else {}
         if method == "magnitude":
             prune.magnitude_(model, sparsity, scope="layer")
         elif calib == "sequential":
-            fn = prune.wanda_ if method == "wanda" else prune.sparsegpt_
-            fn(model, batches, sparsity, sequential=True)
+            PRUNE[method](model, batches, sparsity, sequential=True, **options)
         elif calib == "one-pass":
             if stats is None:  # the dense model's inputs, once for every one-pass run
                 stats = input_statistics(dense, batches, prune.prunable_weights(dense), gram=True)
-            prune_one_pass(model, method, sparsity, stats, nm)
+            PRUNE[method](model, sparsity=sparsity, stats=stats, nm=nm, **options)
         prune_seconds = time.perf_counter() - start
         masks = prune.masks(model)
         measured = sum(int((~m).sum()) for m in masks.values()) / max(1, sum(m.numel() for m in masks.values()))
@@ -121,6 +115,7 @@ def main() -> None:
                 "perplexity": ppl, "measured_sparsity": measured, "text": args.text,
                 "eval_block_size": block_size, "eval_blocks": blocks, "eval_tokens": block_size * blocks,
                 "calibration_tokens": calibration.numel() if calib in ("one-pass", "sequential") else 0,
+                "blocksize": options.get("blocksize"), "percdamp": options.get("percdamp"),
                 "prune_seconds": prune_seconds, "threads": args.threads, **stamp,
             })
             tqdm.write(f"{method:9s} {pattern:12s} {sparsity:.1f} {calib:10s} block {block_size:4d}: ppl {ppl:8.2f}")

@@ -10,7 +10,8 @@
 * :mod:`~shrinklib.prune.heads`, :mod:`~shrinklib.prune.neurons`, :mod:`~shrinklib.prune.layers` -
   structured pruning that makes the model physically smaller.
 * :mod:`~shrinklib.prune.wanda`, :mod:`~shrinklib.prune.sparsegpt` - one-shot pruning of a decoder
-  with calibration data (:mod:`shrinklib.calibration`).
+  with calibration data (:mod:`shrinklib.calibration`), read from batches or handed over
+  once as statistics (:mod:`~shrinklib.prune.oneshot`).
 * :mod:`~shrinklib.prune.recurrent` - the class-blind/uniform/distribution schemes of See et al. for LSTMs.
 * :mod:`~shrinklib.prune.lottery` - lottery tickets: iterative magnitude pruning with rewinding.
 * :mod:`~shrinklib.prune.movement` - movement pruning (hard and soft) with learned scores.
@@ -19,7 +20,7 @@ from shrinklib.prune.block import CRITERIA, block_, block_scores, expand_blocks
 from shrinklib.prune.gates import gate_importance, lowest_units
 from shrinklib.prune.heads import head_importance, prune_heads_
 from shrinklib.prune.layers import STRATEGIES, drop_layers_, layer_drop, layers_to_drop
-from shrinklib.prune.lottery import lottery_ticket_, rewind_, round_sparsities, snapshot
+from shrinklib.prune.lottery import find_lottery_ticket, rewind_, round_sparsities, snapshot
 from shrinklib.prune.magnitude import SCOPES, magnitude_, magnitude_masks, prunable_weights, select_smallest
 from shrinklib.prune.masks import MASK, SUFFIX, apply_masks_, keep_masks, make_permanent_, masks, param_masks, set_mask_
 from shrinklib.prune.movement import (
@@ -33,7 +34,8 @@ from shrinklib.prune.movement import (
     soft_movement_penalty,
 )
 from shrinklib.prune.neurons import neuron_importance, prune_neurons_
-from shrinklib.prune.nm import is_nm_sparse, nm_, nm_mask
+from shrinklib.prune.nm import check_nm, is_nm_sparse, nm_, nm_mask
+from shrinklib.prune.oneshot import precomputed_statistics
 from shrinklib.prune.recurrent import SCHEMES, see_prune_, weight_classes
 from shrinklib.prune.schedule import GradualMagnitude, cubic_sparsity
 from shrinklib.prune.sparse_linear import SparseLinear, sparsify_24_
@@ -43,13 +45,13 @@ from shrinklib.prune.wanda import wanda_, wanda_mask, wanda_scores
 __all__ = [
     "MASK", "SUFFIX", "set_mask_", "masks", "param_masks", "apply_masks_", "keep_masks", "make_permanent_",
     "SCOPES", "magnitude_", "magnitude_masks", "prunable_weights", "select_smallest",
-    "nm_", "nm_mask", "is_nm_sparse", "CRITERIA", "block_", "block_scores", "expand_blocks",
+    "nm_", "nm_mask", "is_nm_sparse", "check_nm", "CRITERIA", "block_", "block_scores", "expand_blocks",
     "cubic_sparsity", "GradualMagnitude", "SparseLinear", "sparsify_24_",
     "gate_importance", "lowest_units", "head_importance", "prune_heads_",
     "neuron_importance", "prune_neurons_", "STRATEGIES", "layers_to_drop",
     "drop_layers_", "layer_drop", "wanda_", "wanda_mask", "wanda_scores",
-    "sparsegpt_", "sparsegpt_prune", "SCHEMES", "see_prune_", "weight_classes",
-    "lottery_ticket_", "rewind_", "round_sparsities", "snapshot",
+    "sparsegpt_", "sparsegpt_prune", "precomputed_statistics", "SCHEMES", "see_prune_", "weight_classes",
+    "find_lottery_ticket", "rewind_", "round_sparsities", "snapshot",
     "METHODS", "SCORE_UPDATES", "MovementLinear", "MovementSchedule", "finalize_movement_", "movement_", "movement_layers",
     "soft_movement_penalty",
 ]

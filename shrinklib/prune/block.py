@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shrinklib.prune.magnitude import _check_sparsity, prunable_weights, select_smallest
+from shrinklib._checks import check_sparsity, is_int
+from shrinklib.prune.magnitude import prunable_weights, select_smallest
 from shrinklib.prune.masks import MASK, set_mask_
 from shrinklib.utils import FilterFn
 
@@ -23,7 +24,7 @@ CRITERIA = ("max", "l2")
 
 def _check_block(block) -> tuple[int, int]:
     if (not isinstance(block, tuple) or len(block) != 2
-            or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in block)):
+            or any(not is_int(b) or b < 1 for b in block)):
         raise ValueError(f"block must be a (rows, cols) pair of positive ints, got {block!r}")
     return block
 
@@ -55,7 +56,7 @@ def block_(model: nn.Module, sparsity: float = 0.5, *, block: tuple[int, int] = 
     computed before any layer changes, so a block size that does not divide some weight
     leaves the whole model untouched.
     """
-    sparsity = _check_sparsity(sparsity)
+    sparsity = check_sparsity(sparsity)
     _check_block(block)
     scores = {}
     for fqn, module in prunable_weights(model, filter_fn).items():

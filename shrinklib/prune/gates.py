@@ -15,6 +15,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from shrinklib._checks import check_int, check_number
 from shrinklib.calibration import run_batches
 
 
@@ -55,9 +56,7 @@ def gate_importance(model: nn.Module, sites: dict[str, tuple[nn.Module, int]], b
 
 def check_layer_index(layer, count: int) -> int:
     """``layer`` if it is an int in ``[0, count)``; the error every structured pruner gives otherwise."""
-    if not isinstance(layer, int) or not 0 <= layer < count:
-        raise ValueError(f"layer must be an int in [0, {count}), got {layer!r}")
-    return layer
+    return check_int("layer", layer, minimum=0, maximum=count - 1, what=f"an int in [0, {count})")
 
 
 def lowest_units(scores: list[torch.Tensor], fraction: float, *, scope: str = "global") -> list[list[int]]:
@@ -66,8 +65,7 @@ def lowest_units(scores: list[torch.Tensor], fraction: float, *, scope: str = "g
     ``scope="global"`` ranks all units of all layers together (layers lose different
     shares; at least one unit per layer stays), ``"layer"`` removes the same share everywhere.
     """
-    if not 0 <= fraction < 1:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
+    fraction = check_number("fraction", fraction, low=0, high=1, high_open=True, what="in [0, 1)")
     if scope == "layer":
         return [torch.argsort(s)[: round(fraction * s.numel())].tolist() for s in scores]
     if scope != "global":

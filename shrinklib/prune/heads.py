@@ -16,6 +16,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from shrinklib._checks import is_int
 from shrinklib.arch import Attention, attention_modules, slice_linear
 from shrinklib.prune.gates import check_layer_index, gate_importance
 from shrinklib.serialize import record_change, register_change
@@ -52,7 +53,7 @@ def prune_heads_(model: nn.Module, heads: dict[int, Iterable[int]]) -> nn.Module
         check_layer_index(layer, len(layers))
         removed = set(removed)
         total = layers[layer].num_heads
-        if any(not isinstance(h, int) or not 0 <= h < total for h in removed):
+        if any(not is_int(h) or not 0 <= h < total for h in removed):
             raise ValueError(f"layer {layer} has heads 0..{total - 1}; cannot remove {sorted(removed, key=str)}")
         if len(removed) == total:
             raise ValueError(f"cannot remove all {total} heads of layer {layer}; drop the layer instead")

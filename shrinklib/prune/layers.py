@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from shrinklib._checks import check_int, check_number, is_int
 from shrinklib.arch import encoder_layers
 
 STRATEGIES = ("top", "bottom", "alternate")
@@ -32,8 +33,7 @@ def layers_to_drop(num_layers: int, n: int, strategy: str = "top") -> list[int]:
     """Which ``n`` of ``num_layers`` layers a strategy of Sajjad et al. removes (sorted)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if not isinstance(n, int) or not 0 <= n < num_layers:
-        raise ValueError(f"n must be an int in [0, {num_layers}) (at least one layer stays), got {n!r}")
+    check_int("n", n, minimum=0, maximum=num_layers - 1, what=f"an int in [0, {num_layers}) (at least one layer stays)")
     if strategy == "top":
         return list(range(num_layers - n, num_layers))
     if strategy == "bottom":
@@ -46,7 +46,7 @@ def drop_layers_(model: nn.Module, layers: Iterable[int]) -> nn.Module:
     """Delete the encoder layers ``layers`` (0 = nearest the embeddings); returns ``model``."""
     stack = encoder_layers(model)
     layers = sorted(set(layers))
-    if any(not isinstance(i, int) or not 0 <= i < len(stack) for i in layers):
+    if any(not is_int(i) or not 0 <= i < len(stack) for i in layers):
         raise ValueError(f"layers must be ints in [0, {len(stack)}), got {layers}")
     if len(layers) == len(stack):
         raise ValueError("cannot drop every layer of the encoder")
@@ -66,8 +66,7 @@ def layer_drop(model: nn.Module, p: float, *, seed: int = 0) -> Iterator[nn.Modu
     In eval mode every layer runs. The draws are seeded. Nothing about the model is
     changed once the block ends (the layers' own ``forward`` is restored).
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-        raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
+    p = check_number("p", p, low=0, high=1, high_open=True, what="a probability in [0, 1)")
     stack = encoder_layers(model)
     generator = torch.Generator().manual_seed(seed)
     patched = []

@@ -8,7 +8,7 @@ training checkpoint instead (*rewinding*; Frankle et al., 2020); for BERT, Chen 
 (2020, "The Lottery Ticket Hypothesis for Pre-trained BERT Networks") rewind to the
 pre-trained weights, so tickets are found per downstream task.
 
-:func:`lottery_ticket_` runs the rounds with a training function you supply (usually a
+:func:`find_lottery_ticket` runs the rounds with a training function you supply (usually a
 ``shrinklib.train.fit`` call with ``keep_masks``) and leaves the model holding the
 ticket: the rewound weights under the final mask, ready for its last training.
 """
@@ -19,16 +19,16 @@ from typing import Callable
 import torch
 from torch import nn
 
-from shrinklib.prune.magnitude import _check_sparsity, magnitude_
+from shrinklib._checks import check_int, check_sparsity
+from shrinklib.prune.magnitude import magnitude_
 from shrinklib.prune.masks import SUFFIX, apply_masks_
 from shrinklib.utils import FilterFn
 
 
 def round_sparsities(final_sparsity: float, rounds: int) -> list[float]:
     """Sparsity after each round when every round prunes the same share of what remains."""
-    final_sparsity = _check_sparsity(final_sparsity)
-    if not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    final_sparsity = check_sparsity(final_sparsity)
+    check_int("rounds", rounds, minimum=1, what="a positive int")
     return [1 - (1 - final_sparsity) ** (r / rounds) for r in range(1, rounds + 1)]
 
 
@@ -49,10 +49,13 @@ def rewind_(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     return apply_masks_(model)
 
 
-def lottery_ticket_(model: nn.Module, train: Callable[[nn.Module, int], None], *, final_sparsity: float,
-                    rounds: int, rewind_state: dict[str, torch.Tensor] | None = None, scope: str = "global",
-                    filter_fn: FilterFn | None = None) -> list[dict]:
+def find_lottery_ticket(model: nn.Module, train: Callable[[nn.Module, int], None], *, final_sparsity: float,
+                        rounds: int, rewind_state: dict[str, torch.Tensor] | None = None, scope: str = "global",
+                        filter_fn: FilterFn | None = None) -> list[dict]:
     """Find a ticket in place: ``rounds`` of train -> prune -> rewind; returns one row per round.
+
+    Its result is the history of the rounds (target and reached sparsity), not the model,
+    so its name does not end in ``_``; ``model`` is left holding the ticket.
 
     ``train(model, round)`` trains the model as it is (keep its masks with
     ``shrinklib.prune.keep_masks``). ``rewind_state`` defaults to the parameters

@@ -16,21 +16,14 @@ buffers (see :mod:`shrinklib.prune.masks`).
 """
 from __future__ import annotations
 
-from numbers import Real
-
 import torch
 from torch import nn
 
+from shrinklib._checks import check_sparsity
 from shrinklib.prune.masks import MASK, set_mask_
-from shrinklib.utils import FilterFn, matching_modules, weighted_modules
+from shrinklib.utils import FilterFn, weighted_modules
 
 SCOPES = ("layer", "global")
-
-
-def _check_sparsity(sparsity) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, Real) or not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
-    return float(sparsity)
 
 
 def prunable_weights(model: nn.Module, filter_fn: FilterFn | None = None) -> dict[str, nn.Module]:
@@ -66,7 +59,7 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, scope: str = "global",
 
     A weight already masked counts as magnitude 0, so masks only grow sparser.
     """
-    sparsity = _check_sparsity(sparsity)
+    sparsity = check_sparsity(sparsity)
     modules = prunable_weights(model, filter_fn)
     with torch.no_grad():
         scores = {}
@@ -77,12 +70,15 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, scope: str = "global",
         return select_smallest(scores, sparsity, scope)
 
 
-def select_smallest(scores: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
+def select_smallest(scores: dict, sparsity: float, scope: str) -> dict:
     """Keep-masks pruning the ``sparsity`` share of lowest ``scores``, per tensor or over all.
 
-    The selection every score-based method shares (magnitude, blocks, movement...):
-    ``scope="layer"`` prunes ``round(s * n)`` entries of each tensor, ``"global"``
-    ``round(s * N)`` entries of all of them together.
+    The selection every score-based method shares (magnitude, blocks, See et al.'s
+    schemes, movement, Wanda row by row, SparseGPT block by block): ``scores`` maps any
+    keys to tensors; ``scope="layer"`` prunes ``round(s * n)`` entries of each tensor,
+    ``"global"`` ``round(s * N)`` entries of all of them together. Entries tied at the
+    threshold are pruned in index order, so exactly that many go (the rule of
+    ``torch.nn.utils.prune``). One tensor is ``select_smallest({"w": w}, s, "layer")["w"]``.
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")

@@ -20,22 +20,25 @@ SUFFIX = "_mask"
 MASK = "weight" + SUFFIX
 
 
-def set_mask_(module: nn.Module, mask: torch.Tensor, name: str = "weight") -> nn.Module:
-    """Give ``module``'s parameter ``name`` the mask ``mask`` (True = keep) and zero its pruned entries."""
-    param = getattr(module, name, None)
+def set_mask_(model: nn.Module, mask: torch.Tensor, name: str = "weight") -> nn.Module:
+    """Give ``model``'s own parameter ``name`` the mask ``mask`` (True = keep) and zero its pruned entries.
+
+    ``model`` is the module holding the parameter (usually one layer); returns it.
+    """
+    param = getattr(model, name, None)
     if not isinstance(param, torch.Tensor):
-        raise TypeError(f"{type(module).__name__} has no {name} tensor to mask")
+        raise TypeError(f"{type(model).__name__} has no {name} tensor to mask")
     if mask.shape != param.shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match {name} shape {tuple(param.shape)}")
     mask = mask.to(device=param.device, dtype=torch.bool)
     buffer = f"{name}{SUFFIX}"
-    if buffer in module._buffers:
-        module._buffers[buffer] = mask
+    if buffer in model._buffers:
+        model._buffers[buffer] = mask
     else:
-        module.register_buffer(buffer, mask)
+        model.register_buffer(buffer, mask)
     with torch.no_grad():
         param.mul_(mask)
-    return module
+    return model
 
 
 def _masked_params(module: nn.Module):

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shrinklib.prune.magnitude import _check_sparsity, _smallest
+from shrinklib._checks import check_sparsity
+from shrinklib.prune.magnitude import select_smallest
 from shrinklib.prune.masks import set_mask_
 from shrinklib.prune.schedule import cubic_sparsity
 from shrinklib.utils import FilterFn, encoder_linears, replace_modules_
@@ -59,7 +60,7 @@ class MovementLinear(nn.Module):
         _check_options(method, score_update)
         self.in_features, self.out_features, self.method = in_features, out_features, method
         self.score_update = score_update
-        self.sparsity = _check_sparsity(sparsity)
+        self.sparsity = check_sparsity(sparsity)
         self.threshold = float(threshold)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
@@ -90,7 +91,7 @@ class MovementLinear(nn.Module):
         """The current binary keep-mask (no gradient)."""
         with torch.no_grad():
             if self.method == "hard":
-                return _smallest(self.scores, self.sparsity)
+                return select_smallest({"scores": self.scores}, self.sparsity, "layer")["scores"]
             return self.scores > self.threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from shrinklib._checks import is_int
 from shrinklib.arch import FeedForward, ffn_modules, slice_linear
 from shrinklib.prune.gates import check_layer_index, gate_importance
 
@@ -45,7 +46,7 @@ def prune_neurons_(model: nn.Module, keep: dict[int, Iterable[int]]) -> nn.Modul
         check_layer_index(layer, len(layers))
         width = layers[layer].intermediate_size
         kept = sorted(set(kept))
-        if not kept or any(not isinstance(j, int) or not 0 <= j < width for j in kept):
+        if not kept or any(not is_int(j) or not 0 <= j < width for j in kept):
             raise ValueError(f"layer {layer} has neurons 0..{width - 1}; keep must name at least one of them")
         plan[layer] = kept
     for layer, kept in plan.items():

@@ -14,22 +14,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from shrinklib._checks import check_int
 from shrinklib.prune.magnitude import prunable_weights
 from shrinklib.prune.masks import MASK, set_mask_
 from shrinklib.utils import FilterFn
 
 
-def _check_nm(n, m) -> None:
-    for name, value in (("n", n), ("m", m)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+def check_nm(n, m) -> tuple[int, int]:
+    """``(n, m)`` if they are ints with ``1 <= n <= m`` (keep ``n`` of every ``m``), else ``ValueError``."""
+    check_int("n", n, minimum=1, what="a positive int")
+    check_int("m", m, minimum=1, what="a positive int")
     if n > m:
         raise ValueError(f"N:M sparsity needs n <= m, got n={n}, m={m}")
+    return n, m
 
 
 def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     """Keep-mask of an ``(out, in)`` weight: the ``n`` largest |w| of each ``m`` along ``in``."""
-    _check_nm(n, m)
+    check_nm(n, m)
     if weight.ndim != 2:
         raise ValueError(f"N:M masks are defined for 2-D weights (out, in), got shape {tuple(weight.shape)}")
     rows, cols = weight.shape
@@ -48,7 +50,7 @@ def nm_(model: nn.Module, n: int = 2, m: int = 4, *, filter_fn: FilterFn | None 
     mask is computed before any layer changes, so a layer whose width does not divide
     by ``m`` leaves the whole model untouched.
     """
-    _check_nm(n, m)
+    check_nm(n, m)
     new = {}
     for fqn, module in prunable_weights(model, filter_fn).items():
         weight = module.weight
@@ -65,7 +67,7 @@ def nm_(model: nn.Module, n: int = 2, m: int = 4, *, filter_fn: FilterFn | None 
 
 def is_nm_sparse(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
     """True if every group of ``m`` along the input dimension has at most ``n`` nonzeros."""
-    _check_nm(n, m)
+    check_nm(n, m)
     rows, cols = weight.shape
     if cols % m:
         return False

@@ -19,16 +19,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shrinklib.prune.magnitude import _check_sparsity, select_smallest
+from shrinklib._checks import check_sparsity
+from shrinklib.prune.magnitude import select_smallest
 from shrinklib.prune.masks import SUFFIX, set_mask_
+from shrinklib.utils import FilterFn
 
 SCHEMES = ("class-blind", "class-uniform", "class-distribution")
 
 
-def weight_classes(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    """``{"fqn.param": (module, param)}``: every weight matrix (2-D or more) of the model."""
+def weight_classes(model: nn.Module, *, filter_fn: FilterFn | None = None) -> dict[str, tuple[nn.Module, str]]:
+    """``{"fqn.param": (module, param)}``: every weight matrix (2-D or more) of the modules ``filter_fn`` picks.
+
+    The default picks every module, so every weight matrix of the model is a class.
+    """
     classes = {}
     for fqn, module in model.named_modules():
+        if filter_fn is not None and not filter_fn(module, fqn):
+            continue
         for name, param in module.named_parameters(recurse=False):
             if param.ndim >= 2 and param.is_floating_point():
                 classes[f"{fqn}.{name}" if fqn else name] = (module, name)
@@ -37,12 +44,18 @@ def weight_classes(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     return classes
 
 
-def see_prune_(model: nn.Module, sparsity: float = 0.5, *, scheme: str = "class-blind") -> nn.Module:
-    """Prune ``sparsity`` of all weight matrices of ``model`` by a scheme of See et al.; returns ``model``."""
-    sparsity = _check_sparsity(sparsity)
+def see_prune_(model: nn.Module, sparsity: float = 0.5, *, scheme: str = "class-blind",
+               filter_fn: FilterFn | None = None) -> nn.Module:
+    """Prune ``sparsity`` of the weight matrices of ``model`` by a scheme of See et al.; returns ``model``.
+
+    ``filter_fn(module, fqn)`` picks the modules whose weight matrices are pruned (each
+    matrix one class, see :func:`weight_classes`); the default picks every module, so all
+    weight matrices are pruned, embeddings and softmax included, as in the paper.
+    """
+    sparsity = check_sparsity(sparsity)
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    classes = weight_classes(model)
+    classes = weight_classes(model, filter_fn=filter_fn)
     scores = {}
     with torch.no_grad():
         for key, (module, name) in classes.items():

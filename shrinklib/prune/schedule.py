@@ -12,15 +12,16 @@ steps and keeps pruned weights at zero after every step.
 """
 from __future__ import annotations
 
-from shrinklib.prune.magnitude import SCOPES, _check_sparsity, magnitude_, prunable_weights
+from shrinklib._checks import check_int, check_sparsity, is_int
+from shrinklib.prune.magnitude import SCOPES, magnitude_, prunable_weights
 from shrinklib.prune.masks import apply_masks_
 from shrinklib.utils import FilterFn
 
 
 def cubic_sparsity(step: int, *, final: float, end: int, initial: float = 0.0, start: int = 0) -> float:
     """Target sparsity at ``step``: ``initial`` up to ``start``, ``final`` from ``end`` on, cubic between."""
-    initial, final = _check_sparsity(initial), _check_sparsity(final)
-    if not (isinstance(start, int) and isinstance(end, int)) or not 0 <= start < end:
+    initial, final = check_sparsity(initial), check_sparsity(final)
+    if not (is_int(start) and is_int(end)) or not 0 <= start < end:
         raise ValueError(f"start and end must be ints with 0 <= start < end, got start={start!r}, end={end!r}")
     if step <= start:
         return initial
@@ -40,8 +41,7 @@ class GradualMagnitude:
     def __init__(self, model, final_sparsity: float, *, start_step: int, end_step: int, every: int = 10,
                  initial_sparsity: float = 0.0, scope: str = "global", filter_fn: FilterFn | None = None):
         cubic_sparsity(start_step, final=final_sparsity, initial=initial_sparsity, start=start_step, end=end_step)
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
+        check_int("every", every, minimum=1, what="a positive int")
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         prunable_weights(model, filter_fn)  # refuse a model with nothing to prune now, not mid-training

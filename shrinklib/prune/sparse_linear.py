@@ -67,7 +67,7 @@ class SparseLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, 2:4"
 
 
-def sparsify_24_(model: nn.Module, filter_fn: FilterFn | None = None) -> nn.Module:
+def sparsify_24_(model: nn.Module, *, filter_fn: FilterFn | None = None) -> nn.Module:
     """Swap every picked 2:4-sparse ``nn.Linear`` for a :class:`SparseLinear`; returns ``model``.
 
     Every layer is compressed before any is swapped, so one layer that is not 2:4 sparse

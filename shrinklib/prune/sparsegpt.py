@@ -13,15 +13,17 @@ applies it to a model with statistics from :mod:`shrinklib.calibration`.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from shrinklib.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
-from shrinklib.prune.magnitude import _check_sparsity, _smallest, prunable_weights
+from shrinklib._checks import check_sparsity
+from shrinklib.calibration import InputStats, input_statistics, inverse_hessian_cholesky, sequential_statistics
+from shrinklib.prune.magnitude import prunable_weights, select_smallest
 from shrinklib.prune.masks import set_mask_
-from shrinklib.prune.nm import _check_nm
+from shrinklib.prune.nm import check_nm
+from shrinklib.prune.oneshot import precomputed_statistics
 from shrinklib.utils import FilterFn
 
 
@@ -37,10 +39,10 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *
     columns, every row keeps the ``n`` of lowest OBS cost at that point, as in the
     paper's semi-structured variant.
     """
-    sparsity = _check_sparsity(sparsity)
+    sparsity = check_sparsity(sparsity)
     if nm is not None:
         n, m = nm
-        _check_nm(n, m)
+        check_nm(n, m)
         if blocksize % m or weight.shape[1] % m:
             raise ValueError(f"blocksize ({blocksize}) and the input dimension ({weight.shape[1]}) must be "
                              f"multiples of m={m} for {n}:{m} sparsity")
@@ -59,7 +61,8 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *
         Hinv1 = Hinv[i1:i2, i1:i2]
         Err1 = torch.zeros_like(W1)
         if nm is None:
-            keep1 = _smallest(W1.pow(2) / torch.diag(Hinv1)[None, :].pow(2), sparsity)
+            cost = W1.pow(2) / torch.diag(Hinv1)[None, :].pow(2)
+            keep1 = select_smallest({"block": cost}, sparsity, "layer")["block"]
         else:
             keep1 = torch.ones_like(W1, dtype=torch.bool)
         for i in range(i2 - i1):
@@ -79,9 +82,10 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *
     return (W * keep).to(weight.dtype), keep
 
 
-def sparsegpt_(model: nn.Module, batches: Iterable[dict], sparsity: float = 0.5, *, blocksize: int = 128,
-               percdamp: float = 0.01, filter_fn: FilterFn | None = None, max_batches: int | None = None,
-               sequential: bool = False, nm: tuple[int, int] | None = None) -> nn.Module:
+def sparsegpt_(model: nn.Module, batches: Iterable[dict] | None = None, sparsity: float = 0.5, *,
+               stats: Mapping[str, InputStats] | None = None, blocksize: int = 128, percdamp: float = 0.01,
+               filter_fn: FilterFn | None = None, max_batches: int | None = None, sequential: bool = False,
+               nm: tuple[int, int] | None = None) -> nn.Module:
     """Prune every picked Linear of ``model`` with SparseGPT on calibration ``batches``; returns ``model``.
 
     ``nm=(2, 4)`` gives 2:4 masks instead of ``sparsity`` (see :func:`sparsegpt_prune`).
@@ -89,19 +93,28 @@ def sparsegpt_(model: nn.Module, batches: Iterable[dict], sparsity: float = 0.5,
     ``sequential=True`` prunes one transformer layer at a time, each calibrated on the
     outputs of the pruned (and updated) layers before it, as the paper's code does
     (:func:`~shrinklib.calibration.sequential_statistics`).
-    """
-    sparsity = _check_sparsity(sparsity)
-    modules = prunable_weights(model, filter_fn)
 
-    def prune(stats):
+    Instead of ``batches``, ``stats`` may hand over statistics already read
+    (:func:`~shrinklib.calibration.input_statistics` of the picked modules with
+    ``gram=True``, on this model or an unpruned copy of it): the result is the one-pass
+    result on the batches they were read from, and one reading serves a whole sweep of
+    sparsities (checked by :func:`~shrinklib.prune.oneshot.precomputed_statistics`).
+    """
+    sparsity = check_sparsity(sparsity)
+    modules = prunable_weights(model, filter_fn)
+    given = precomputed_statistics(batches, stats, modules, gram=True, sequential=sequential, max_batches=max_batches)
+
+    def prune(layer_stats):
         results = {fqn: sparsegpt_prune(modules[fqn].weight, s.gram, sparsity, blocksize=blocksize,
                                         percdamp=percdamp, nm=nm)
-                   for fqn, s in stats.items()}
+                   for fqn, s in layer_stats.items()}
         for fqn, (new_weight, keep) in results.items():
             modules[fqn].weight.data.copy_(new_weight)
             set_mask_(modules[fqn], keep)
 
-    if sequential:
+    if given is not None:
+        prune(given)
+    elif sequential:
         sequential_statistics(model, batches, modules, prune, gram=True, max_batches=max_batches)
     else:
         prune(input_statistics(model, batches, modules, gram=True, max_batches=max_batches))

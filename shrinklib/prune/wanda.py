@@ -9,15 +9,17 @@ weight update and no retraining: one forward pass of calibration data and a sort
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from shrinklib.calibration import input_statistics, sequential_statistics
-from shrinklib.prune.magnitude import _check_sparsity, _smallest, prunable_weights
+from shrinklib._checks import check_sparsity
+from shrinklib.calibration import InputStats, input_statistics, sequential_statistics
+from shrinklib.prune.magnitude import prunable_weights, select_smallest
 from shrinklib.prune.masks import set_mask_
 from shrinklib.prune.nm import nm_mask
+from shrinklib.prune.oneshot import precomputed_statistics
 from shrinklib.utils import FilterFn
 
 
@@ -33,16 +35,16 @@ def wanda_mask(weight: torch.Tensor, sq_norm: torch.Tensor, sparsity: float, *,
     With ``nm=(n, m)`` (``sparsity`` is then not used) each group of ``m`` consecutive
     weights of a row keeps its ``n`` highest scores instead: Wanda's N:M variant.
     """
-    sparsity = _check_sparsity(sparsity)
+    sparsity = check_sparsity(sparsity)
     scores = wanda_scores(weight, sq_norm)
     if nm is not None:
         return nm_mask(scores, *nm)
-    return torch.stack([_smallest(row, sparsity) for row in scores])
+    return torch.stack(list(select_smallest(dict(enumerate(scores)), sparsity, "layer").values()))  # row by row
 
 
-def wanda_(model: nn.Module, batches: Iterable[dict], sparsity: float = 0.5, *,
-           filter_fn: FilterFn | None = None, max_batches: int | None = None, sequential: bool = False,
-           nm: tuple[int, int] | None = None) -> nn.Module:
+def wanda_(model: nn.Module, batches: Iterable[dict] | None = None, sparsity: float = 0.5, *,
+           stats: Mapping[str, InputStats] | None = None, filter_fn: FilterFn | None = None,
+           max_batches: int | None = None, sequential: bool = False, nm: tuple[int, int] | None = None) -> nn.Module:
     """Prune every picked Linear of ``model`` with Wanda on calibration ``batches``; returns ``model``.
 
     The default ``filter_fn`` picks every ``nn.Linear`` of the body, not the head (``lm_head``).
@@ -51,16 +53,25 @@ def wanda_(model: nn.Module, batches: Iterable[dict], sparsity: float = 0.5, *,
     outputs of the pruned layers before it, as the paper's code does
     (:func:`~shrinklib.calibration.sequential_statistics`). ``nm=(2, 4)`` gives
     2:4 masks instead of ``sparsity`` (see :func:`wanda_mask`).
-    """
-    sparsity = _check_sparsity(sparsity)
-    modules = prunable_weights(model, filter_fn)
 
-    def prune(stats):
-        masks = {fqn: wanda_mask(modules[fqn].weight, s.sq_norm, sparsity, nm=nm) for fqn, s in stats.items()}
+    Instead of ``batches``, ``stats`` may hand over statistics already read
+    (:func:`~shrinklib.calibration.input_statistics` of the picked modules, on this model
+    or an unpruned copy of it): the result is the one-pass result on the batches they
+    were read from, and one reading serves a whole sweep of sparsities
+    (checked by :func:`~shrinklib.prune.oneshot.precomputed_statistics`).
+    """
+    sparsity = check_sparsity(sparsity)
+    modules = prunable_weights(model, filter_fn)
+    given = precomputed_statistics(batches, stats, modules, sequential=sequential, max_batches=max_batches)
+
+    def prune(layer_stats):
+        masks = {fqn: wanda_mask(modules[fqn].weight, s.sq_norm, sparsity, nm=nm) for fqn, s in layer_stats.items()}
         for fqn, mask in masks.items():
             set_mask_(modules[fqn], mask)
 
-    if sequential:
+    if given is not None:
+        prune(given)
+    elif sequential:
         sequential_statistics(model, batches, modules, prune, max_batches=max_batches)
     else:
         prune(input_statistics(model, batches, modules, max_batches=max_batches))

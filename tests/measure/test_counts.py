@@ -119,5 +119,5 @@ def test_compressed_layers_count_the_weights_they_stand_for(bert):
         mask = torch.zeros_like(w).reshape(-1, 4).scatter_(1, keep, 1.0).reshape(w.shape)
         w.mul_(mask)
     before = nonzero_parameters(pruned)
-    shrink_prune.sparsify_24_(pruned, fits_24)
+    shrink_prune.sparsify_24_(pruned, filter_fn=fits_24)
     assert count_parameters(pruned) == dense and nonzero_parameters(pruned) == before

@@ -21,7 +21,7 @@ def test_ticket_is_the_rewind_state_under_nested_masks():
                 p.add_(torch.randn_like(p) * 0.1)
         prune.apply_masks_(m)
 
-    history = prune.lottery_ticket_(model, train, final_sparsity=0.875, rounds=3)
+    history = prune.find_lottery_ticket(model, train, final_sparsity=0.875, rounds=3)
     assert calls == [1, 2, 3]
     assert [round(h["sparsity"], 3) for h in history] == [0.5, 0.75, 0.875]
     masks = prune.masks(model)
@@ -39,7 +39,7 @@ def test_rounds_only_add_zeros():
     def train(m, r):
         seen.append({k: v.clone() for k, v in prune.masks(m).items()})
 
-    prune.lottery_ticket_(model, train, final_sparsity=0.75, rounds=2)
+    prune.find_lottery_ticket(model, train, final_sparsity=0.75, rounds=2)
     before, final = seen[1], prune.masks(model)
     for fqn in before:
         assert not torch.any(final[fqn] & ~before[fqn])
@@ -48,8 +48,8 @@ def test_rounds_only_add_zeros():
 def test_bad_input():
     model = zoo.tiny_bert()
     with pytest.raises(ValueError, match="rounds must be a positive int"):
-        prune.lottery_ticket_(model, lambda m, r: None, final_sparsity=0.5, rounds=0)
+        prune.find_lottery_ticket(model, lambda m, r: None, final_sparsity=0.5, rounds=0)
     with pytest.raises(TypeError, match="train must be callable"):
-        prune.lottery_ticket_(model, None, final_sparsity=0.5, rounds=2)
+        prune.find_lottery_ticket(model, None, final_sparsity=0.5, rounds=2)
     with pytest.raises(ValueError, match="the rewind state lacks parameters"):
         prune.rewind_(model, {})

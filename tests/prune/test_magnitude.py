@@ -5,7 +5,6 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-import shrinklib
 from shrinklib import prune, zoo
 from shrinklib.utils import all_linears
 
@@ -64,25 +63,6 @@ def test_pruning_again_only_adds_zeros():
         assert not torch.any(second[fqn] & ~first[fqn])  # nothing pruned comes back
 
 
-def test_masks_survive_save_and_load(tmp_path):
-    model = prune.magnitude_(zoo.tiny_bert(), 0.5)
-    loaded = shrinklib.load(shrinklib.save(model, tmp_path / "m"))
-    assert prune.masks(loaded).keys() == prune.masks(model).keys()
-    for fqn, mask in prune.masks(model).items():
-        assert torch.equal(prune.masks(loaded)[fqn], mask)
-    x = torch.randint(0, 1000, (2, 9))
-    assert torch.equal(model(x).logits, loaded(x).logits)
-
-
-def test_make_permanent_drops_the_buffers_and_keeps_the_zeros():
-    model = prune.magnitude_(zoo.tiny_bert(), 0.5)
-    zeros = {fqn: ~m for fqn, m in prune.masks(model).items()}
-    prune.make_permanent_(model)
-    assert prune.masks(model) == {}
-    for fqn, z in zeros.items():
-        assert torch.all(model.get_submodule(fqn).weight[z] == 0)
-
-
 @pytest.mark.parametrize("kwargs, message", [
     ({"sparsity": 1.0}, r"sparsity must be a number in \[0, 1\), got 1.0"),
     ({"sparsity": -0.1}, r"sparsity must be a number in \[0, 1\)"),
@@ -99,19 +79,10 @@ def test_bad_input_is_refused_and_nothing_is_half_pruned(kwargs, message):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_set_mask_checks_shapes():
-    with pytest.raises(ValueError, match=r"mask shape \(2, 2\) does not match weight shape \(3, 4\)"):
-        prune.set_mask_(nn.Linear(4, 3), torch.ones(2, 2, dtype=torch.bool))
-    with pytest.raises(TypeError, match="ReLU has no weight tensor to mask"):
-        prune.set_mask_(nn.ReLU(), torch.ones(1))
-
-
 def test_ties_at_the_threshold_still_prune_exactly_the_requested_count():
-    from shrinklib.prune.magnitude import _smallest
-
     scores = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 2.0, 0.0, 3.0, 0.0]])
     for sparsity in (0.1, 0.3, 0.5, 0.7, 0.9):
-        keep = _smallest(scores, sparsity)
+        keep = prune.select_smallest({"scores": scores}, sparsity, "layer")["scores"]
         assert int((~keep).sum()) == round(sparsity * scores.numel())
         if sparsity <= 0.7:  # seven zeros: the nonzero entries are the last to go
             assert keep[scores > 0].all()

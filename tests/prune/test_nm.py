@@ -49,3 +49,13 @@ def test_a_layer_that_does_not_divide_leaves_the_model_untouched():
     with pytest.raises(ValueError, match=r"^2: the input dimension \(6\) must be a multiple of m=4"):
         prune.nm_(model, 2, 4, filter_fn=lambda mod, fqn: isinstance(mod, nn.Linear))
     assert prune.masks(model) == {} and torch.all(model[0].weight != 0)
+
+
+def test_check_nm_returns_the_pair_and_names_what_is_wrong():
+    assert prune.check_nm(2, 4) == (2, 4) and prune.check_nm(4, 4) == (4, 4)
+    with pytest.raises(ValueError, match="n must be a positive int, got True"):
+        prune.check_nm(True, 4)
+    with pytest.raises(ValueError, match="m must be a positive int, got 4.0"):
+        prune.check_nm(2, 4.0)
+    with pytest.raises(ValueError, match="N:M sparsity needs n <= m, got n=5, m=4"):
+        prune.check_nm(5, 4)

@@ -8,73 +8,6 @@ from shrinklib import prune, zoo
 from shrinklib.calibration import input_statistics, lm_batches
 
 
-def _problem(seed=0, tokens=512, n_in=48, n_out=20):
-    g = torch.Generator().manual_seed(seed)
-    scales = torch.logspace(-1, 1, n_in)[torch.randperm(n_in, generator=g)]  # some features far louder than others
-    X = torch.randn(tokens, n_in, generator=g, dtype=torch.float64) * scales.double()
-    W = torch.randn(n_out, n_in, generator=g, dtype=torch.float64)
-    return X, W
-
-
-def _row_magnitude(W, pruned_per_row):
-    """Reference magnitude mask: in each row, prune the ``pruned_per_row`` smallest |w|."""
-    return torch.stack([torch.abs(r) > torch.abs(r).kthvalue(pruned_per_row).values for r in W])
-
-
-def _error(X, W, W2):
-    return float((X @ W.T - X @ W2.T).pow(2).sum())
-
-
-def test_sparsegpt_beats_wanda_which_beats_magnitude_on_reconstruction():
-    X, W = _problem()
-    magnitude = W * _row_magnitude(W, 24)
-    wanda = W * prune.wanda_mask(W, X.pow(2).sum(0), 0.5)
-    sparse, keep = prune.sparsegpt_prune(W, X.T @ X, 0.5, blocksize=16)
-    assert int((~keep).sum()) == round(0.5 * W.numel()) and torch.all(sparse[~keep] == 0)
-    assert _error(X, W, sparse) < _error(X, W, wanda) < _error(X, W, magnitude)
-
-
-def test_sparsegpt_compensation_is_the_least_squares_refit():
-    g = torch.Generator().manual_seed(1)
-    X = torch.randn(100, 4, generator=g, dtype=torch.float64)
-    w = torch.tensor([[0.01, 1.0, -2.0, 0.5]], dtype=torch.float64)  # the first weight is the cheapest to remove
-    pruned, keep = prune.sparsegpt_prune(w, X.T @ X, 0.25, blocksize=4, percdamp=0.0)
-    assert keep.tolist() == [[False, True, True, True]]
-    rest = X[:, 1:]
-    refit = w[0, 1:] + torch.linalg.solve(rest.T @ rest, rest.T @ X[:, :1] * w[0, 0]).flatten()
-    assert torch.allclose(pruned[0, 1:], refit, atol=1e-10)
-
-
-def test_nothing_to_prune_changes_nothing_and_blocks_are_exact():
-    X, W = _problem(2)
-    same, keep = prune.sparsegpt_prune(W, X.T @ X, 0.0)
-    assert keep.all() and torch.allclose(same, W, atol=1e-12)
-    _, keep = prune.sparsegpt_prune(W, X.T @ X, 0.3, blocksize=16)
-    for start in range(0, 48, 16):
-        assert int((~keep[:, start:start + 16]).sum()) == round(0.3 * 20 * 16)
-
-
-def test_two_four_masks():
-    X, W = _problem(4)
-    scores = prune.wanda_scores(W, X.pow(2).sum(0))
-    wanda = prune.wanda_mask(W, X.pow(2).sum(0), 0.5, nm=(2, 4))
-    assert torch.equal(wanda, prune.nm_mask(scores, 2, 4))
-    sparse, keep = prune.sparsegpt_prune(W, X.T @ X, 0.5, blocksize=16, nm=(2, 4))
-    assert prune.is_nm_sparse(sparse, 2, 4) and int(keep.sum()) == W.numel() // 2
-    assert torch.all(sparse[~keep] == 0)
-    assert _error(X, W, sparse) < _error(X, W, W * wanda) < _error(X, W, W * prune.nm_mask(W, 2, 4))
-    with pytest.raises(ValueError, match="multiples of m=4"):
-        prune.sparsegpt_prune(W, X.T @ X, 0.5, blocksize=18, nm=(2, 4))
-
-
-def test_wanda_prunes_each_row_exactly_and_equals_magnitude_for_equal_inputs():
-    X, W = _problem(3)
-    keep = prune.wanda_mask(W, X.pow(2).sum(0), 0.5)
-    assert torch.all((~keep).sum(1) == 24)
-    uniform = prune.wanda_mask(W, torch.ones(48), 0.5)
-    assert torch.equal(uniform, _row_magnitude(W, 24))
-
-
 @pytest.mark.parametrize("method", ["wanda_", "sparsegpt_"])
 def test_one_shot_pruning_of_a_decoder(method, tmp_path):
     model = zoo.tiny_llama()
@@ -178,7 +111,6 @@ def test_sequential_calibration_is_the_layer_by_layer_loop_and_differs_from_one_
     assert not all(torch.equal(seq[fqn], one[fqn]) for fqn in second)
 
 
-
 def test_sequential_calibration_of_an_encoder():
     """BERT's layers take the mask positionally; the pooler lies outside the stack and is calibrated last."""
     from shrinklib import zoo
@@ -208,3 +140,75 @@ def test_sequential_calibration_of_an_encoder():
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("method, options", [
+    ("wanda_", {}), ("wanda_", {"nm": (2, 4)}),
+    ("sparsegpt_", {}), ("sparsegpt_", {"nm": (2, 4), "blocksize": 8, "percdamp": 0.1}),
+    ("sparsegpt_", {"blocksize": 24, "percdamp": 0.0}),
+])
+def test_precomputed_stats_prune_exactly_as_the_batches_they_were_read_from(method, options):
+    batches = lm_batches(torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0)), 4)
+    attention = lambda m, fqn: isinstance(m, torch.nn.Linear) and "self_attn" in fqn  # noqa: E731
+    dense = zoo.tiny_llama()
+    stats = input_statistics(dense, batches, prune.prunable_weights(dense, attention), gram=True)
+    from_batches = getattr(prune, method)(zoo.tiny_llama(), batches, 0.3, filter_fn=attention, **options)
+    from_stats = getattr(prune, method)(zoo.tiny_llama(), sparsity=0.3, stats=stats, filter_fn=attention, **options)
+    assert prune.masks(from_stats).keys() == prune.masks(from_batches).keys() and len(prune.masks(from_stats)) == 8
+    for (name, a), (other, b) in zip(from_stats.state_dict().items(), from_batches.state_dict().items()):
+        assert name == other and torch.equal(a, b), name
+    assert not torch.equal(from_stats.model.layers[0].self_attn.q_proj.weight, dense.model.layers[0].self_attn.q_proj.weight)
+
+
+def _stats_of(model, gram=True):
+    batches = lm_batches(torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1)), 4)
+    return input_statistics(model, batches, prune.prunable_weights(model), gram=gram)
+
+
+def _with(stats, fqn, **changes):
+    import dataclasses
+
+    return {**stats, fqn: dataclasses.replace(stats[fqn], **changes)}
+
+
+Q = "model.layers.0.self_attn.q_proj"
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m, s: prune.wanda_(m, sparsity=0.5), ValueError, "give calibration batches or precomputed stats, exactly one"),
+    (lambda m, s: prune.sparsegpt_(m), ValueError, "give calibration batches or precomputed stats, exactly one"),
+    (lambda m, s: prune.wanda_(m, [{"input_ids": torch.zeros(1, 4, dtype=torch.long)}], stats=s), ValueError,
+     "exactly one of them"),
+    (lambda m, s: prune.wanda_(m, stats=s, sequential=True), ValueError, "sequential=True .* needs batches"),
+    (lambda m, s: prune.sparsegpt_(m, stats=s, max_batches=2), ValueError, "with precomputed stats it must be None, got 2"),
+    (lambda m, s: prune.wanda_(m, stats=[s]), TypeError, "stats must be a dict of InputStats by module name, got list"),
+    (lambda m, s: prune.wanda_(m, stats={k: v for k, v in s.items() if k != Q}), ValueError,
+     r"exactly the modules to prune: missing \['model.layers.0.self_attn.q_proj'\], not pruned \[\]"),
+    (lambda m, s: prune.wanda_(m, stats={**s, "lm_head": s[Q]}), ValueError, r"missing \[\], not pruned \['lm_head'\]"),
+    (lambda m, s: prune.wanda_(m, stats={**s, Q: s[Q].sq_norm}), TypeError,
+     r"stats\['model.layers.0.self_attn.q_proj'\] must be an InputStats, got Tensor"),
+    (lambda m, s: prune.wanda_(m, stats=_with(s, Q, sq_norm=torch.ones(5))), ValueError,
+     r"sq_norm must have shape \(32,\) for model.layers.0.self_attn.q_proj's 32 inputs, got \(5,\)"),
+    (lambda m, s: prune.wanda_(m, stats=_with(s, Q, tokens=0)), ValueError, "saw no token"),
+    (lambda m, s: prune.sparsegpt_(m, stats=_with(s, Q, gram=None)), ValueError,
+     r"has no Gram matrix: SparseGPT needs input_statistics\(..., gram=True\)"),
+    (lambda m, s: prune.sparsegpt_(m, stats=_with(s, Q, gram=torch.eye(3))), ValueError,
+     r"gram must have shape \(32, 32\), got \(3, 3\)"),
+])
+def test_bad_precomputed_stats_are_refused_before_any_layer_changes(call, error, message):
+    model = zoo.tiny_llama()
+    stats = _stats_of(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(error, match=message):
+        call(model, stats)
+    assert prune.masks(model) == {}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_wanda_needs_no_gram_matrix():
+    model = zoo.tiny_llama()
+    stats = _stats_of(model, gram=False)
+    expected = prune.wanda_(zoo.tiny_llama(), sparsity=0.5, stats=_stats_of(zoo.tiny_llama()))
+    assert all(torch.equal(a, b) for a, b in zip(prune.wanda_(model, sparsity=0.5, stats=stats).state_dict().values(),
+                                                 expected.state_dict().values()))
+    assert prune.precomputed_statistics([], None, prune.prunable_weights(model)) is None

@@ -84,3 +84,25 @@ def test_bad_input():
         prune.see_prune_(nn.Sequential(nn.ReLU()), 0.5)
     with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
         prune.see_prune_(_lstm(), 1.2)
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.7])
+def test_filter_fn_picks_the_modules_whose_matrices_are_pruned_class_blind_as_torch_would(sparsity):
+    import torch.nn.utils.prune as torch_prune
+
+    model = _lstm()
+    reference = _lstm()
+    before = _weights(model)
+    prune.see_prune_(model, sparsity, filter_fn=lambda module, fqn: fqn == "lstm")
+    masks = prune.param_masks(model)
+    assert list(masks) == ["lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.weight_ih_l0_reverse", "lstm.weight_hh_l0_reverse"]
+    assert torch.equal(model.embedding.weight, before["embedding.weight"])  # not picked: untouched
+    assert torch.equal(model.classifier.weight, before["classifier.weight"])
+    names = [key.split(".", 1)[1] for key in masks]
+    torch_prune.global_unstructured([(reference.lstm, name) for name in names],
+                                    pruning_method=torch_prune.L1Unstructured, amount=sparsity)
+    for key, name in zip(masks, names):
+        assert torch.equal(masks[key], getattr(reference.lstm, name + "_mask").bool()), key
+    assert list(prune.weight_classes(model, filter_fn=lambda module, fqn: fqn == "lstm")) == list(masks)
+    with pytest.raises(ValueError, match="no prunable weight matrix in this BiLSTMClassifier"):
+        prune.see_prune_(_lstm(), 0.5, filter_fn=lambda module, fqn: False)
