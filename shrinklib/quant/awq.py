@@ -28,7 +28,8 @@ from torch import nn
 
 from shrinklib.calibration import InputStats, input_statistics
 from shrinklib.quant.clipping import search_clip
-from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
+from shrinklib.quant.configs import WeightOnly
+from shrinklib.quant.linear import QuantLinear, check_layers_fit
 from shrinklib.quant.primitives import fake_quantize_weight, quantize
 from shrinklib.utils import FilterFn, replace_modules_, weighted_modules
 
@@ -92,7 +93,7 @@ def awq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = WeightO
     factors = {fqn: awq_search(m.weight, stats[fqn], config, grid)[0] for fqn, m in modules.items()}
 
     def to_quant_linear(module: nn.Linear, fqn: str) -> QuantLinear:
-        layer = QuantLinear.from_float(module, config, smoothing=factors[fqn])
+        layer = QuantLinear.from_linear(module, config, smoothing=factors[fqn])
         if clip:
             layer.set_quantized(*awq_clip(module.weight, factors[fqn], stats[fqn].gram, config))
         return layer

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from shrinklib._checks import check_int
 from shrinklib.quant.primitives import check_bits, check_group_size, group_view, qparams_from_range, qrange
 
 
@@ -41,8 +42,7 @@ def search_clip(weight: torch.Tensor, bits: int, symmetric: bool = False, *, gro
     check_bits(bits)
     if weight.ndim != 2:
         raise ValueError(f"weight must be (out, in), got shape {tuple(weight.shape)}")
-    if not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"grid must be a positive integer, got {grid!r}")
+    check_int("grid", grid, minimum=1, what="a positive integer")
     if not 0 <= max_shrink < 1:
         raise ValueError(f"max_shrink must be in [0, 1), got {max_shrink!r}")
     if norm <= 0:

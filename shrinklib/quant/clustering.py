@@ -8,13 +8,13 @@ puts the levels where the weights are:
   ``[min, max]`` as the paper recommends), and each weight stores the index of its
   centroid. The centroids stay trainable: the gradient of a centroid is the sum of the
   gradients of the weights that share it, the paper's fine-tuning of shared weights.
-  :class:`ClusteredLinear`, :func:`cluster_`.
+  :class:`ClusteredLinear`, :func:`cluster_` (:class:`ClusterConfig`).
 * **product quantization** (Jegou et al., 2011; applied to embedding tables by, e.g.,
   Stock et al., 2020, "And the Bit Goes Down"): each row of an embedding table is cut
   into ``subvectors`` pieces, each piece's space is clustered into ``centroids`` codewords
   by k-means, and a row is stored as ``subvectors`` one-byte codes. A 384-wide fp32 row of
   1,536 bytes becomes, with 48 subvectors, 48 bytes (plus the shared codebooks).
-  :class:`PQEmbedding`, :func:`pq_embeddings_`.
+  :class:`PQEmbedding`, :func:`pq_embeddings_` (:class:`PQConfig`).
 
 :func:`kmeans` is Lloyd's algorithm: assign each point to its nearest centroid, move each
 centroid to the mean of its points, repeat; a centroid that loses all its points stays
@@ -22,14 +22,47 @@ where it is.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from shrinklib._checks import check_int
 from shrinklib.kernels.int4_weight import pack_int4, unpack_int4
 from shrinklib.quant.embedding import check_untied
 from shrinklib.quant.primitives import check_bits
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How :func:`cluster_` shares a layer's weights: ``2^bits`` values, found by ``iters`` Lloyd iterations."""
+
+    bits: int = 4
+    iters: int = 25
+
+    def __post_init__(self):
+        check_bits(self.bits)
+        check_int("iters", self.iters, minimum=1, what=">= 1")
+
+
+@dataclass(frozen=True)
+class PQConfig:
+    """How :func:`pq_embeddings_` codes a table: ``subvectors`` codes per row, ``centroids`` codewords per subvector.
+
+    Each subvector's codebook comes from ``iters`` Lloyd iterations; ``centroids`` is at
+    most 256, so that a code fits in a byte.
+    """
+
+    subvectors: int = 8
+    centroids: int = 256
+    iters: int = 15
+
+    def __post_init__(self):
+        check_int("subvectors", self.subvectors, minimum=1, what="an int >= 1")
+        check_int("centroids", self.centroids, minimum=1, maximum=256, what="from 1 to 256 (one byte per code)")
+        check_int("iters", self.iters, minimum=1, what=">= 1")
 
 
 @torch.no_grad()
@@ -124,16 +157,19 @@ class ClusteredLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, {2 ** self.bits} shared values"
 
 
-def cluster_(model: nn.Module, bits: int = 4, filter_fn: FilterFn | None = None, iters: int = 25) -> nn.Module:
+def cluster_(model: nn.Module, config: ClusterConfig = ClusterConfig(), *,
+             filter_fn: FilterFn | None = None) -> nn.Module:
     """Swap the picked ``nn.Linear`` layers (default: the body's, not the head) for :class:`ClusteredLinear`."""
-    check_bits(bits)
+    if not isinstance(config, ClusterConfig):
+        raise TypeError(f"config must be a ClusterConfig, got {type(config).__name__}")
+    bits = config.bits
     picked = {fqn: m for fqn, m in matching_modules(model, filter_fn) if isinstance(m, nn.Linear)}
     if not picked:
         raise ValueError("the model has no nn.Linear layer that filter_fn picks: nothing to cluster")
     for fqn, m in picked.items():
         if bits <= 4 and m.in_features % 2:
             raise ValueError(f"{bits}-bit indices are stored two to a byte; {fqn} has odd in_features")
-    return replace_modules_(model, lambda m, fqn: fqn in picked, lambda m, fqn: ClusteredLinear.from_linear(m, bits, iters))
+    return replace_modules_(model, lambda m, fqn: fqn in picked, lambda m, fqn: ClusteredLinear.from_linear(m, bits, config.iters))
 
 
 class PQEmbedding(nn.Module):
@@ -152,10 +188,11 @@ class PQEmbedding(nn.Module):
         self.register_buffer("codes", torch.zeros(num_embeddings, subvectors, dtype=torch.uint8))
 
     @classmethod
-    def from_float(cls, embedding: nn.Embedding, subvectors: int = 8, centroids: int = 256, iters: int = 15,
-                   seed: int = 0) -> "PQEmbedding":
+    def from_embedding(cls, embedding: nn.Embedding, subvectors: int = 8, centroids: int = 256, iters: int = 15,
+                       seed: int = 0) -> "PQEmbedding":
+        """``embedding`` product-quantized: k-means (``iters`` iterations, seeded) in each subvector's space."""
         if not isinstance(embedding, nn.Embedding):
-            raise TypeError(f"from_float needs an nn.Embedding, got {type(embedding).__name__}")
+            raise TypeError(f"from_embedding needs an nn.Embedding, got {type(embedding).__name__}")
         module = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx, subvectors, centroids)
         module.to(embedding.weight.device)
         pieces = embedding.weight.detach().float().reshape(embedding.num_embeddings, subvectors, -1)
@@ -187,8 +224,8 @@ class PQEmbedding(nn.Module):
                 f"{self.centroids} centroids")
 
 
-def pq_embeddings_(model: nn.Module, subvectors: int = 8, centroids: int = 256, filter_fn: FilterFn | None = None,
-                   iters: int = 15) -> nn.Module:
+def pq_embeddings_(model: nn.Module, config: PQConfig = PQConfig(), *,
+                   filter_fn: FilterFn | None = None) -> nn.Module:
     """Swap the picked ``nn.Embedding`` tables for :class:`PQEmbedding`.
 
     The default ``filter_fn`` picks the tables with at least ``centroids`` rows (in a BERT
@@ -196,6 +233,10 @@ def pq_embeddings_(model: nn.Module, subvectors: int = 8, centroids: int = 256, 
     table too small for its codebook, whose width ``subvectors`` does not divide, or
     tied to another module is refused before any table changes.
     """
+    if not isinstance(config, PQConfig):
+        raise TypeError(f"config must be a PQConfig, got {type(config).__name__}")
+    subvectors, centroids = config.subvectors, config.centroids
+
     def large_tables(module: nn.Module, fqn: str) -> bool:
         return isinstance(module, nn.Embedding) and module.num_embeddings >= centroids
 
@@ -210,4 +251,4 @@ def pq_embeddings_(model: nn.Module, subvectors: int = 8, centroids: int = 256, 
             raise ValueError(f"centroids={centroids} is more than the {m.num_embeddings} rows of {fqn}; "
                              "leave it out with filter_fn")
     return replace_modules_(model, lambda m, fqn: fqn in picked,
-                            lambda m, fqn: PQEmbedding.from_float(m, subvectors, centroids, iters))
+                            lambda m, fqn: PQEmbedding.from_embedding(m, subvectors, centroids, config.iters))

@@ -8,6 +8,8 @@ quantizing the Linear layers alone leaves most of the file in fp32. Q8BERT (Zafr
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -15,6 +17,16 @@ from torch.nn import functional as F
 from shrinklib.kernels.int4_weight import pack_int4, unpack_int4
 from shrinklib.quant.primitives import check_bits, choose_qparams, qrange, quantize, storage_dtype
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """How :func:`quantize_embeddings_` stores a table: ``bits``-bit symmetric levels, one scale per row."""
+
+    bits: int = 8
+
+    def __post_init__(self):
+        check_bits(self.bits)
 
 
 def all_embeddings(module: nn.Module, fqn: str) -> bool:
@@ -39,9 +51,10 @@ class QuantEmbedding(nn.Module):
         self.register_buffer("scale", torch.ones(num_embeddings, 1))
 
     @classmethod
-    def from_float(cls, embedding: nn.Embedding, bits: int = 8) -> "QuantEmbedding":
+    def from_embedding(cls, embedding: nn.Embedding, bits: int = 8) -> "QuantEmbedding":
+        """``embedding`` rounded to ``bits``-bit levels, one symmetric scale per row."""
         if not isinstance(embedding, nn.Embedding):
-            raise TypeError(f"from_float needs an nn.Embedding, got {type(embedding).__name__}")
+            raise TypeError(f"from_embedding needs an nn.Embedding, got {type(embedding).__name__}")
         module = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx, bits)
         module.to(embedding.weight.device)
         weight = embedding.weight.detach().float()
@@ -87,13 +100,16 @@ def check_untied(model: nn.Module, tables: dict[str, nn.Embedding]) -> None:
                              "with filter_fn")
 
 
-def quantize_embeddings_(model: nn.Module, bits: int = 8, filter_fn: FilterFn | None = None) -> nn.Module:
+def quantize_embeddings_(model: nn.Module, config: EmbeddingConfig = EmbeddingConfig(), *,
+                         filter_fn: FilterFn | None = None) -> nn.Module:
     """Swap the picked ``nn.Embedding`` tables (default: all) for :class:`QuantEmbedding`.
 
     A table whose weight another module shares (an LM head tied to the input embedding)
     is refused: quantizing one side would silently untie them.
     """
-    check_bits(bits)
+    if not isinstance(config, EmbeddingConfig):
+        raise TypeError(f"config must be an EmbeddingConfig, got {type(config).__name__}")
+    bits = config.bits
     picked = [(fqn, m) for fqn, m in matching_modules(model, filter_fn or all_embeddings)
               if isinstance(m, nn.Embedding)]
     if not picked:
@@ -103,4 +119,4 @@ def quantize_embeddings_(model: nn.Module, bits: int = 8, filter_fn: FilterFn | 
         if bits <= 4 and m.embedding_dim % 2:
             raise ValueError(f"{bits}-bit levels are stored two to a byte; {fqn} has an odd embedding_dim")
     names = {fqn for fqn, _ in picked}
-    return replace_modules_(model, lambda m, fqn: fqn in names, lambda m, fqn: QuantEmbedding.from_float(m, bits))
+    return replace_modules_(model, lambda m, fqn: fqn in names, lambda m, fqn: QuantEmbedding.from_embedding(m, bits))

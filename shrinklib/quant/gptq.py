@@ -24,7 +24,8 @@ from torch import nn
 
 from shrinklib.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.quant.clipping import search_clip
-from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
+from shrinklib.quant.configs import WeightOnly
+from shrinklib.quant.linear import QuantLinear, check_layers_fit
 from shrinklib.quant.primitives import check_bits, check_group_size, choose_qparams, dequantize, qrange
 from shrinklib.utils import FilterFn, replace_modules_, weighted_modules
 
@@ -142,7 +143,7 @@ def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = Weight
         quantize_layers(input_statistics(model, batches, modules, gram=True, max_batches=max_batches))
 
     def to_quant_linear(module: nn.Linear, fqn: str) -> QuantLinear:
-        layer = QuantLinear.from_float(module, config)
+        layer = QuantLinear.from_linear(module, config)
         layer.set_quantized(*quantized[fqn])
         return layer
 

@@ -1,7 +1,7 @@
 """Quantized linear layers: integer weights stored, and three ways to compute with them.
 
 :func:`quantize_` swaps the picked ``nn.Linear`` layers of a model for :class:`QuantLinear`
-layers configured by one of:
+layers configured by one of (the configs live in :mod:`shrinklib.quant.configs`):
 
 * :class:`WeightOnly` (``bits`` 2-8, per channel or per group): the weights are stored as
   integers and dequantized to the activations' dtype for the matmul. Only memory and
@@ -9,29 +9,31 @@ layers configured by one of:
   directly. 2-4-bit levels are stored two to a byte.
 * :class:`Int8Dynamic`: int8 weights per output channel and int8 activations per token,
   quantized at run time from each row's absolute maximum; ``int8 x int8 -> int32`` on
-  ``torch._int_mm`` (CPU; :func:`int8_matmul` keeps it exact on CPUs without VNNI) or the
-  W8A8 Triton kernel (GPU). The dynamic quantization of Q8BERT's inference and of
-  ``torch.ao.quantization.quantize_dynamic`` (Zafrir et al., 2019, "Q8BERT: Quantized 8Bit
-  BERT").
+  ``torch._int_mm`` (CPU; :func:`~shrinklib.quant.int_mm.int8_matmul` keeps it exact
+  on CPUs without VNNI) or the W8A8 Triton kernel (GPU). The dynamic quantization of
+  Q8BERT's inference and of ``torch.ao.quantization.quantize_dynamic`` (Zafrir et al.,
+  2019, "Q8BERT: Quantized 8Bit BERT").
 * :class:`LLMInt8`: dynamic int8 except the few input features with outliers, which are
   multiplied in floating point (Dettmers et al., 2022).
 * :class:`Int8Static`: the same int8 matmul, but each layer's activations share one scale
-  fixed beforehand by :func:`calibrate_` on calibration batches (range by min-max,
-  percentile, MSE or entropy; see :mod:`shrinklib.quant.ranges`). Static W8A8 as in Jacob
-  et al. (2018), "Quantization and Training of Neural Networks for Efficient
-  Integer-Arithmetic-Only Inference".
+  fixed beforehand by :func:`~shrinklib.quant.static.calibrate_` on calibration batches
+  (range by min-max, percentile, MSE or entropy; see :mod:`shrinklib.quant.ranges`).
+  Static W8A8 as in Jacob et al. (2018), "Quantization and Training of Neural Networks
+  for Efficient Integer-Arithmetic-Only Inference".
 
-Every layer stores integers plus fp32 scales in buffers, so :func:`shrinklib.save` /
-:func:`shrinklib.load` round-trip it bit-exact, and :func:`shrinklib.measure.size_on_disk`
-sees the smaller weights.
+A layer keeps its config (``layer.config``); :data:`SCHEMES`, one table keyed by the
+config's class, says what the config means: the weight grid and how the activations
+are quantized. Every layer stores integers plus fp32 scales in buffers, and its rebuild
+arguments are its shape and its config, so :func:`shrinklib.save` / :func:`shrinklib.load`
+round-trip it bit-exact, and :func:`shrinklib.measure.size_on_disk` sees the smaller
+weights.
 """
 from __future__ import annotations
 
-import functools
-import threading
+import dataclasses
 import weakref
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -40,173 +42,173 @@ from torch.nn import functional as F
 from shrinklib.kernels.int4_weight import pack_int4, unpack_int4, w4a16_matmul
 from shrinklib.kernels.int8_int8 import quantize_per_token, w8a8_matmul
 from shrinklib.kernels.int8_weight import w8a16_matmul
+from shrinklib.quant.configs import Int8Dynamic, Int8Static, LLMInt8, QuantConfig, WeightOnly
+from shrinklib.quant.int_mm import int8_matmul
 from shrinklib.quant.primitives import (
-    check_bits,
-    check_group_size,
-    num_groups,
     choose_qparams,
     dequantize,
-    qparams_from_range,
+    num_groups,
     qrange,
     quantize,
     storage_dtype,
 )
-from shrinklib.quant.ranges import RANGE_METHODS, calibrate_range
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
-MODES = ("weight_only", "dynamic", "static", "llm_int8")
-CALIBRATION_SAMPLES = 1 << 20  # values of each layer's input kept for the range search (min and max are exact)
 
+class SharedInputQuantization:
+    """The per-token int8 quantization of the last input, reused while that same tensor comes back.
 
-@dataclass(frozen=True)
-class WeightOnly:
-    """Integer weights (``bits``), one scale per output channel or per ``group_size`` inputs."""
-
-    bits: int = 8
-    group_size: int | None = None
-    symmetric: bool = True
-
-    def __post_init__(self):
-        check_bits(self.bits)
-        if self.group_size is not None:
-            check_group_size(self.group_size)
-
-
-@dataclass(frozen=True)
-class Int8Dynamic:
-    """int8 weights per output channel; int8 activations per token, scaled at run time."""
-
-
-@dataclass(frozen=True)
-class Int8Static:
-    """int8 weights per output channel; int8 activations with one calibrated scale per layer."""
-
-    method: str = "minmax"
-    percentile: float = 99.99
-
-    def __post_init__(self):
-        if self.method not in RANGE_METHODS:
-            raise ValueError(f"method must be one of {RANGE_METHODS}, got {self.method!r}")
-
-
-@dataclass(frozen=True)
-class LLMInt8:
-    """LLM.int8(): dynamic int8, except the input features where some token reaches ``threshold``.
-
-    Dettmers et al. (2022), "LLM.int8(): 8-bit Matrix Multiplication for Transformers at
-    Scale": a few feature dimensions carry outliers of magnitude 6 and more; those columns
-    of the activations are multiplied in floating point (with the int8 weights dequantized),
-    the rest in int8 with per-token and per-channel scales (vector-wise quantization).
+    Q, K and V (and a gated MLP's gate and up projections) read one hidden-state tensor;
+    quantizing it once instead of three times removes two of the elementwise passes that,
+    next to ``torch._int_mm``, take most of the CPU time of the dynamic int8 path. The
+    dynamic int8 layers that hold one such object as ``input_cache`` share it (see
+    :func:`share_input_quantization_`). It keeps only a weak reference to the input, so a
+    freed tensor never matches, and a tensor changed in place is caught by its version
+    counter. Inference tensors have no version counter: under ``torch.inference_mode`` an
+    input overwritten in place between two layers that read it would be missed (no
+    transformer block does that). The last entry is replaced whole, so threads sharing
+    the object at worst quantize again. A copy (``copy.deepcopy``, pickling) starts empty.
     """
 
-    threshold: float = 6.0
+    def __init__(self):
+        self.last = None  # (weak reference to the input, its version, (x_q, x_scale))
 
-    def __post_init__(self):
-        if not self.threshold > 0:
-            raise ValueError(f"threshold must be > 0, got {self.threshold!r}")
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        version = None if x.is_inference() else x._version
+        last = self.last
+        if last is not None and last[0]() is x and last[1] == version:
+            return last[2]
+        result = quantize_per_token(x.reshape(-1, x.shape[-1]))
+        self.last = (weakref.ref(x), version, result)
+        return result
+
+    def __reduce__(self):
+        return type(self), ()
 
 
-QuantConfig = WeightOnly | Int8Dynamic | Int8Static | LLMInt8
-CONFIGS = (WeightOnly, Int8Dynamic, Int8Static, LLMInt8)
+InputQuantizer = Callable[["QuantLinear", torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+
+
+def per_token_input(layer: "QuantLinear", x: torch.Tensor):
+    """:class:`Int8Dynamic`: each token on its own int8 grid, through the layer's ``input_cache`` if it has one."""
+    if layer.input_cache is not None:
+        return (*layer.input_cache(x), None)
+    return (*quantize_per_token(x.reshape(-1, layer.in_features)), None)
+
+
+def static_input(layer: "QuantLinear", x: torch.Tensor):
+    """:class:`Int8Static`: every token on the one grid of the calibrated ``input_scale``."""
+    x2 = x.reshape(-1, layer.in_features)
+    zero_point = torch.zeros_like(layer.input_scale, dtype=torch.int32)
+    x_q = quantize(x2, layer.input_scale, zero_point, 8, symmetric=True)
+    return x_q, layer.input_scale.expand(x2.shape[0]).contiguous(), None
+
+
+def outlier_split_input(layer: "QuantLinear", x: torch.Tensor):
+    """:class:`LLMInt8`: per token, with the feature columns where some token reaches the threshold set to 0."""
+    x2 = x.reshape(-1, layer.in_features)
+    outliers = (x2.abs() >= layer.config.threshold).any(dim=0)  # feature columns with an outlier in some token
+    return (*quantize_per_token(x2.masked_fill(outliers[None, :], 0)), outliers)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """What one config class means to :class:`QuantLinear`."""
+
+    weight_grid: Callable[[QuantConfig], tuple[int, int | None, bool]]  # (bits, group_size, symmetric)
+    quantize_input: InputQuantizer | None  # (x_q, x_scale, outlier columns or None); None: float activations
+    w8a8_kernel: bool = False  # whether the Triton W8A8 kernel computes it on a GPU
+    input_scale: bool = False  # whether the layer holds one input scale fixed by calibration
+
+
+def _int8_grid(config) -> tuple[int, None, bool]:
+    return 8, None, True
+
+
+#: The one dispatch table: config class -> what a :class:`QuantLinear` with that config does.
+SCHEMES: dict[type, Scheme] = {
+    WeightOnly: Scheme(lambda c: (c.bits, c.group_size, c.symmetric), None),
+    Int8Dynamic: Scheme(_int8_grid, per_token_input, w8a8_kernel=True),
+    Int8Static: Scheme(_int8_grid, static_input, w8a8_kernel=True, input_scale=True),
+    LLMInt8: Scheme(_int8_grid, outlier_split_input),
+}
+CONFIGS = tuple(SCHEMES)
+
+
+def check_config(config) -> QuantConfig:
+    """``config`` if it is one of :data:`CONFIGS`, else ``TypeError``."""
+    if type(config) not in SCHEMES:
+        raise TypeError(f"config must be one of {[c.__name__ for c in CONFIGS]}, got {type(config).__name__}")
+    return config
+
+
+def config_to_json(config: QuantConfig) -> dict:
+    """``{"kind": "WeightOnly", "bits": 4, ...}``: a config as :func:`shrinklib.save` writes it."""
+    return {"kind": type(check_config(config)).__name__, **dataclasses.asdict(config)}
+
+
+def config_from_json(spec: dict) -> QuantConfig:
+    """The config that :func:`config_to_json` wrote (``ValueError`` for a kind or field it does not know)."""
+    kinds = {cls.__name__: cls for cls in CONFIGS}
+    fields = dict(spec)
+    kind = fields.pop("kind", None)
+    if kind not in kinds:
+        raise ValueError(f"config kind must be one of {list(kinds)}, got {kind!r}")
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(kinds[kind])})
+    if unknown:
+        raise ValueError(f"config {kind} has no field {', '.join(unknown)}")
+    return kinds[kind](**fields)
 
 
 def _packed(bits: int) -> bool:
     return bits <= 4
 
 
-@functools.cache
-def cpu_int_mm_is_exact() -> bool:
-    """Whether ``torch._int_mm`` computes int8 products exactly on this CPU (checked once, on a probe).
-
-    oneDNN's int8 kernel for x86 CPUs without VNNI (AVX2, and AVX-512 before Cascade Lake:
-    AMD Zen 2 and 3, Skylake and older Intel) multiplies unsigned by signed bytes and adds
-    adjacent pairs into 16-bit integers with saturation (``vpmaddubsw``). With weights
-    beyond +-64 the pair sums overflow and most entries of the product come back wrong,
-    silently. CPUs with VNNI (AVX512-VNNI, AVX-VNNI) accumulate in 32 bits and are exact.
-    """
-    g = torch.Generator().manual_seed(0)
-    a = torch.randint(-128, 128, (32, 64), generator=g, dtype=torch.int8)
-    b = torch.randint(-128, 128, (48, 64), generator=g, dtype=torch.int8)
-    return torch.equal(torch._int_mm(a, b.t()), a.int() @ b.int().t())
-
-
-def int8_matmul(x_q: torch.Tensor, w_q: torch.Tensor) -> torch.Tensor:
-    """Exact ``int32`` product ``x_q @ w_q.T`` of 2-D int8 matrices (``torch._int_mm`` on the CPU).
-
-    Where :func:`cpu_int_mm_is_exact` is false, each weight is split into two halves of at
-    most 64 in magnitude, ``w = floor(w / 2) + (w - floor(w / 2))``, whose products cannot
-    saturate, and the two are added: exact, at twice the multiply-adds. (The same
-    saturation is why FBGEMM's x86 dynamic quantization keeps activations to 7 bits,
-    ``reduce_range=True``.)
-    """
-    if x_q.device.type == "cpu" and not cpu_int_mm_is_exact():
-        high = w_q >> 1  # floor(w / 2): an arithmetic shift
-        return torch._int_mm(x_q, high.t()) + torch._int_mm(x_q, (w_q - high).t())
-    return torch._int_mm(x_q, w_q.t())
-
-
-class _LastTokenQuantization(threading.local):
-    """The per-token int8 quantization of the last input, reused while that same tensor comes back.
-
-    Q, K and V (and a gated MLP's gate and up projections) read one hidden-state tensor;
-    quantizing it once instead of three times removes two of the elementwise passes that,
-    next to ``torch._int_mm``, take most of the CPU time of the dynamic int8 path. The
-    cache holds only a weak reference, so a freed tensor never matches, and a tensor
-    changed in place is caught by its version counter. Inference tensors have no version
-    counter: under ``torch.inference_mode`` an input overwritten in place between two
-    layers that read it would be missed (no transformer block does that).
-    """
-
-    def __init__(self):
-        self.source, self.version, self.result = None, None, None
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        version = None if x.is_inference() else x._version
-        if self.source is not None and self.source() is x and self.version == version:
-            return self.result
-        self.result = quantize_per_token(x.reshape(-1, x.shape[-1]))
-        self.source, self.version = weakref.ref(x), version
-        return self.result
-
-
-_last_token_quantization = _LastTokenQuantization()
-
-
 class QuantLinear(nn.Module):
-    """A Linear layer whose weight is stored as integers (see the module docstring for the modes)."""
+    """A Linear layer whose weight is stored as integers, computing as its ``config`` says.
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = "weight_only",
-                 bits: int = 8, group_size: int | None = None, symmetric: bool = True, smoothed: bool = False,
-                 threshold: float = 6.0):
+    ``config`` is a :data:`QuantConfig` (or the dict :func:`config_to_json` writes, the form
+    :func:`shrinklib.load` passes); ``bits``, ``group_size`` and ``symmetric`` are the
+    weight grid it implies. ``smoothed`` layers store ``W diag(s)`` and multiply their
+    input by ``1/s`` (``input_multiplier``). Three attributes are not saved:
+
+    * ``input_cache``: a :class:`SharedInputQuantization` that the dynamic int8 layers
+      reading one tensor share, so that they quantize it once (``None``: every call
+      quantizes its input). :func:`quantize_` sets it; after :func:`shrinklib.load`, call
+      :func:`share_input_quantization_` to set it again (the outputs are the same without).
+    * ``use_kernel``: ``None`` runs the Triton kernels on a GPU and torch on the CPU;
+      ``True``/``False`` force one (on a CPU the kernels run under the Triton interpreter).
+    * ``observing``: while :func:`~shrinklib.quant.static.calibrate_` reads the inputs'
+      ranges, the layer computes with float activations (and its integer weights).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 config: QuantConfig | dict = WeightOnly(), smoothed: bool = False):
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        check_bits(bits)
-        if mode != "weight_only" and (bits != 8 or group_size is not None or not symmetric):
-            raise ValueError(f"mode {mode!r} computes int8 x int8: it needs bits=8, symmetric, per channel")
-        if group_size is not None:
-            check_group_size(group_size)
+        config = check_config(config_from_json(config) if isinstance(config, dict) else config)
+        bits, group_size, symmetric = SCHEMES[type(config)].weight_grid(config)
         if _packed(bits) and in_features % 2:
             raise ValueError(f"{bits}-bit levels are stored two to a byte: in_features must be even, got {in_features}")
-        self.in_features, self.out_features = in_features, out_features
-        self.mode, self.bits, self.group_size, self.symmetric = mode, bits, group_size, symmetric
-        self.smoothed, self.threshold = smoothed, float(threshold)
+        self.in_features, self.out_features, self.config, self.smoothed = in_features, out_features, config, smoothed
+        self.bits, self.group_size, self.symmetric = bits, group_size, symmetric
         stored = (out_features, in_features // 2) if _packed(bits) else (out_features, in_features)
         dtype = torch.uint8 if _packed(bits) else storage_dtype(bits, symmetric)
         params = (out_features, num_groups(in_features, group_size)) if group_size else (out_features, 1)
         self.register_buffer("qweight", torch.zeros(stored, dtype=dtype))
         self.register_buffer("scale", torch.ones(params))
         self.register_buffer("zero_point", torch.zeros(params, dtype=torch.int32))
-        if mode == "static":
+        if SCHEMES[type(config)].input_scale:
             self.register_buffer("input_scale", torch.ones(()))
         if smoothed:  # y = (W diag(s)) (x / s): the weight is stored scaled, the input multiplied by 1/s
             self.register_buffer("input_multiplier", torch.ones(in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.observing = False  # set by calibrate_: compute with float activations while their range is read
-        self.use_kernel: bool | None = None  # None: the Triton kernels on a GPU, torch on the CPU
+        self.input_cache: SharedInputQuantization | None = None
+        self.use_kernel: bool | None = None
+        self.observing = False
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, config: QuantConfig, smoothing: torch.Tensor | None = None) -> "QuantLinear":
+    def from_linear(cls, linear: nn.Linear, config: QuantConfig = WeightOnly(),
+                    smoothing: torch.Tensor | None = None) -> "QuantLinear":
         """Quantize ``linear`` by ``config``; with ``smoothing`` ``s`` (in_features,), store ``W diag(s)`` and divide inputs by ``s``.
 
         Per-input-channel smoothing moves quantization difficulty between activations and
@@ -215,24 +217,15 @@ class QuantLinear(nn.Module):
         model and gives the same outputs.
         """
         if not isinstance(linear, nn.Linear):
-            raise TypeError(f"from_float needs an nn.Linear, got {type(linear).__name__}")
+            raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
         if smoothing is not None and (smoothing.shape != (linear.in_features,) or not torch.all(smoothing > 0)):
             raise ValueError(f"smoothing must be positive, of shape ({linear.in_features},), "
                              f"got shape {tuple(smoothing.shape)}")
-        args = (linear.in_features, linear.out_features, linear.bias is not None)
-        smoothed = smoothing is not None
-        if isinstance(config, WeightOnly):
-            module = cls(*args, "weight_only", config.bits, config.group_size, config.symmetric, smoothed)
-        elif isinstance(config, (Int8Dynamic, Int8Static)):
-            mode = "dynamic" if isinstance(config, Int8Dynamic) else "static"
-            module = cls(*args, mode, smoothed=smoothed)
-        elif isinstance(config, LLMInt8):
-            module = cls(*args, "llm_int8", smoothed=smoothed, threshold=config.threshold)
-        else:
-            raise TypeError(f"config must be one of {[c.__name__ for c in CONFIGS]}, got {type(config).__name__}")
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, check_config(config),
+                     smoothed=smoothing is not None)
         module.to(linear.weight.device)
         weight = linear.weight.detach().float()
-        if smoothed:
+        if smoothing is not None:
             s = smoothing.to(weight.device).float()
             weight = weight * s[None, :]
             module.input_multiplier.copy_(1 / s)
@@ -290,16 +283,16 @@ class QuantLinear(nn.Module):
 
     def rebuild_kwargs(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "mode": self.mode, "bits": self.bits, "group_size": self.group_size, "symmetric": self.symmetric,
-                "smoothed": self.smoothed, "threshold": self.threshold}
+                "config": config_to_json(self.config), "smoothed": self.smoothed}
 
     def _kernel_fits(self, x: torch.Tensor) -> bool:
         """Whether a Triton kernel computes this layer: W8A16 (8-bit per channel), W4A16 (4-bit groups), W8A8."""
         wanted = x.is_cuda if self.use_kernel is None else self.use_kernel
-        if not wanted or self.observing or x.dtype not in (torch.float16, torch.float32) or self.mode == "llm_int8":
+        if not wanted or self.observing or x.dtype not in (torch.float16, torch.float32):
             return False
-        if self.mode != "weight_only":
-            return True
+        scheme = SCHEMES[type(self.config)]
+        if scheme.quantize_input is not None:
+            return scheme.w8a8_kernel
         if self.bits == 8:
             return self.symmetric and self.group_size is None
         return self.bits == 4 and self.group_size is not None and self.group_size % 2 == 0
@@ -308,7 +301,8 @@ class QuantLinear(nn.Module):
         x = self.prepared_input(x)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         kernel = self._kernel_fits(x)
-        if self.mode == "weight_only" or self.observing:
+        quantize_input = SCHEMES[type(self.config)].quantize_input
+        if quantize_input is None or self.observing:
             if not kernel:
                 return F.linear(x, self.dequantized_weight(x.dtype), bias)
             if self.bits == 8:
@@ -316,16 +310,7 @@ class QuantLinear(nn.Module):
             else:
                 y = w4a16_matmul(x, self.qweight, self.scale, self.zero_point, self.group_size)
             return y if bias is None else y + bias
-        x2 = x.reshape(-1, self.in_features)
-        outliers = None
-        if self.mode == "llm_int8":
-            outliers = (x2.abs() >= self.threshold).any(dim=0)  # feature columns with an outlier in some token
-            x_q, x_scale = quantize_per_token(x2.masked_fill(outliers[None, :], 0))
-        elif self.mode == "dynamic":
-            x_q, x_scale = _last_token_quantization(x)
-        else:
-            x_scale = self.input_scale.expand(x2.shape[0]).contiguous()
-            x_q = torch.round(x2.float() / self.input_scale).clamp(-128, 127).to(torch.int8)
+        x_q, x_scale, outliers = quantize_input(self, x)
         if kernel:
             y = w8a8_matmul(x_q, x_scale, self.qweight, self.scale.reshape(-1))
             if self.bias is not None:
@@ -335,96 +320,56 @@ class QuantLinear(nn.Module):
             w_scale = self.scale.reshape(-1)
             y = y.mul_(w_scale) if self.bias is None else y.mul_(w_scale).add_(self.bias)
         if outliers is not None and outliers.any():  # the outlier columns in floating point
+            x2 = x.reshape(-1, self.in_features)
             w_out = self.qweight[:, outliers].float() * self.scale.reshape(-1, 1)
             y = y + x2[:, outliers].float() @ w_out.T
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        grouping = f"group_size={self.group_size}" if self.group_size else "per channel"
-        return (f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}, "
-                f"bits={self.bits}, {grouping}, {'symmetric' if self.symmetric else 'affine'}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, {self.config}"
                 + (", smoothed" if self.smoothed else ""))
 
 
 def check_layers_fit(modules: dict[str, nn.Linear], config: QuantConfig) -> None:
     """Refuse, before any layer changes, a config that one of the ``modules`` cannot take."""
-    if not isinstance(config, WeightOnly):
-        return
+    bits = SCHEMES[type(check_config(config))].weight_grid(config)[0]
     for fqn, m in modules.items():
-        if _packed(config.bits) and m.in_features % 2:
-            raise ValueError(f"{config.bits}-bit levels are stored two to a byte; {fqn} has odd in_features")
+        if _packed(bits) and m.in_features % 2:
+            raise ValueError(f"{bits}-bit levels are stored two to a byte; {fqn} has odd in_features")
 
 
-def quantize_(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None = None) -> nn.Module:
+def quant_layers(model: nn.Module) -> list[QuantLinear]:
+    """Every :class:`QuantLinear` of ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(m, QuantLinear)]
+
+
+def share_input_quantization_(model: nn.Module) -> nn.Module:
+    """Give the dynamic int8 :class:`QuantLinear` layers of ``model`` one :class:`SharedInputQuantization`.
+
+    Layers that read one tensor (Q, K and V) then quantize it once; the outputs do not
+    change. :func:`quantize_` does this itself; a model from :func:`shrinklib.load` needs
+    it again, since the cache is not saved.
+    """
+    cache = SharedInputQuantization()
+    for layer in quant_layers(model):
+        if isinstance(layer.config, Int8Dynamic):
+            layer.input_cache = cache
+    return model
+
+
+def quantize_(model: nn.Module, config: QuantConfig = WeightOnly(), *, filter_fn: FilterFn | None = None) -> nn.Module:
     """Swap the picked ``nn.Linear`` layers (default: the body's, not the head) for :class:`QuantLinear`.
 
     Every picked layer is checked against ``config`` before any is changed, so a layer
     that cannot take it (an odd width for levels packed two to a byte, say) leaves the
-    model untouched.
+    model untouched. With :class:`Int8Static`, call
+    :func:`~shrinklib.quant.static.calibrate_` next to fix the input scales.
     """
-    if not isinstance(config, CONFIGS):
-        raise TypeError(f"config must be one of {[c.__name__ for c in CONFIGS]}, got {type(config).__name__}")
+    check_config(config)
     picked = [(fqn, m) for fqn, m in matching_modules(model, filter_fn) if isinstance(m, nn.Linear)]
     if not picked:
         raise ValueError("the model has no nn.Linear layer that filter_fn picks: nothing to quantize")
     check_layers_fit(dict(picked), config)
     names = {fqn for fqn, _ in picked}
-    replace_modules_(model, lambda m, fqn: fqn in names, lambda m, fqn: QuantLinear.from_float(m, config))
-    if isinstance(config, Int8Static):
-        model.__dict__["_shrinklib_static_config"] = config
-    return model
-
-
-def quant_layers(model: nn.Module) -> list[QuantLinear]:
-    return [m for m in model.modules() if isinstance(m, QuantLinear)]
-
-
-@torch.no_grad()
-def calibrate_(model: nn.Module, batches: Iterable[dict], config: Int8Static | None = None,
-               max_batches: int | None = None) -> nn.Module:
-    """Fix the input scale of every static :class:`QuantLinear` from the activations on ``batches``.
-
-    The range of each layer's inputs comes from ``config.method`` (default: the config
-    :func:`quantize_` was called with); min and max are tracked exactly, the other
-    methods see up to a million values of each layer's input, whole tokens sampled evenly
-    (so that every feature, outlier features included, is in the sample). While they
-    are read, the layers compute with float activations (and their integer weights), so no
-    layer's range is distorted by the not yet calibrated layers before it.
-    """
-    from shrinklib.calibration import run_batches  # the shared hook-and-batches loop
-
-    config = config or model.__dict__.get("_shrinklib_static_config") or Int8Static()
-    layers = [m for m in quant_layers(model) if m.mode == "static"]
-    if not layers:
-        raise ValueError("the model has no static QuantLinear layer; call quantize_(model, Int8Static()) first")
-    seen: dict[QuantLinear, list[torch.Tensor]] = {m: [] for m in layers}
-    extremes: dict[QuantLinear, torch.Tensor] = {}
-
-    def hook(module, args):
-        tokens = module.prepared_input(args[0].detach()).float().reshape(-1, module.in_features)
-        x = tokens.flatten()
-        low_high = torch.stack([x.min(), x.max()])
-        old = extremes.get(module)
-        extremes[module] = low_high if old is None else torch.stack([old[0].minimum(low_high[0]),
-                                                                     old[1].maximum(low_high[1])])
-        if config.method != "minmax":  # whole tokens, every feature of each: a stride over the flat values
-            wanted = max(1, (CALIBRATION_SAMPLES // 8) // module.in_features)  # could skip features entirely
-            seen[module].append(tokens[:: -(-tokens.shape[0] // wanted)].flatten())
-
-    handles = [m.register_forward_pre_hook(hook) for m in layers]
-    for module in layers:
-        module.observing = True
-    try:
-        run_batches(model, batches, lambda batch: model(**{k: v for k, v in batch.items() if k != "labels"}),
-                    handles=handles, max_batches=max_batches, what="calibration")
-    finally:
-        for module in layers:
-            module.observing = False
-    for module in layers:
-        lo, hi = extremes[module]
-        if config.method != "minmax":
-            sample = torch.cat(seen[module])[:CALIBRATION_SAMPLES]
-            lo, hi = calibrate_range(sample, config.method, bits=8, symmetric=True, percentile=config.percentile)
-        scale, _ = qparams_from_range(lo, hi, 8, symmetric=True)
-        module.input_scale.copy_(scale)  # symmetric: the largest magnitude maps to level 127
-    return model
+    replace_modules_(model, lambda m, fqn: fqn in names, lambda m, fqn: QuantLinear.from_linear(m, config))
+    return share_input_quantization_(model) if isinstance(config, Int8Dynamic) else model

@@ -13,18 +13,23 @@ The trace comes from Hutchinson's estimator: for random ``v`` with entries ``+-1
 ``E[v^T H v] = Tr(H)``, and ``H v`` is one more backward pass through the gradient
 (:func:`hessian_traces`). :func:`allocate_bits` then picks a bit width per layer that
 minimizes the total cost under an average-bits budget, by a greedy walk that always
-takes the cheapest step down in bits, and :func:`quantize_mixed_` applies it.
+takes the cheapest step down in bits, and :func:`quantize_mixed_` applies it (a
+:class:`MixedPrecision` config: the bits per layer, and one grid for all).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from shrinklib.quant.linear import QuantLinear, WeightOnly, check_layers_fit
-from shrinklib.quant.primitives import check_bits, fake_quantize_weight
+from shrinklib._checks import check_bool
+from shrinklib.quant.configs import WeightOnly
+from shrinklib.quant.linear import QuantLinear, check_layers_fit
+from shrinklib.quant.primitives import check_bits, check_group_size, fake_quantize_weight
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
 
@@ -35,7 +40,7 @@ def _loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return out.loss
 
 
-def hessian_traces(model: nn.Module, batches: Iterable[dict], filter_fn: FilterFn | None = None, *, samples: int = 8,
+def hessian_traces(model: nn.Module, batches: Iterable[dict], *, filter_fn: FilterFn | None = None, samples: int = 8,
                    seed: int = 0, loss_fn: Callable[[nn.Module, dict], torch.Tensor] = _loss) -> dict[str, float]:
     """Hutchinson estimates of ``Tr(H)`` of the loss in each picked Linear's weight, averaged over batches.
 
@@ -106,16 +111,57 @@ def allocate_bits(traces: dict[str, float], weights: dict[str, torch.Tensor], av
     return {fqn: choices[level[fqn]] for fqn in weights}
 
 
-def quantize_mixed_(model: nn.Module, bits: dict[str, int], group_size: int | None = 128,
-                    symmetric: bool = False) -> nn.Module:
-    """Quantize each named Linear weight-only at its own bit width (from :func:`allocate_bits`)."""
+@dataclass(frozen=True)
+class MixedPrecision:
+    """Weight-only quantization at a bit width per layer: ``bits`` maps layer names to widths.
+
+    Every layer gets the same grid otherwise: ``group_size`` inputs per scale (``None``:
+    one per output channel), affine unless ``symmetric``. ``bits`` is kept as a read-only
+    copy, so the config cannot change after it is checked.
+    """
+
+    bits: Mapping[str, int]
+    group_size: int | None = 128
+    symmetric: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.bits, Mapping) or not self.bits:
+            raise TypeError(f"bits must be a nonempty mapping of layer names to bit widths, got {self.bits!r}")
+        for fqn, b in self.bits.items():
+            if not isinstance(fqn, str):
+                raise TypeError(f"bits must map layer names (str) to bit widths, got the key {fqn!r}")
+            check_bits(b)
+        object.__setattr__(self, "bits", MappingProxyType(dict(self.bits)))
+        if self.group_size is not None:
+            check_group_size(self.group_size)
+        check_bool("symmetric", self.symmetric)
+
+    def layer_config(self, fqn: str) -> WeightOnly:
+        """The :class:`~shrinklib.quant.configs.WeightOnly` config of the layer named ``fqn``."""
+        return WeightOnly(self.bits[fqn], self.group_size, self.symmetric)
+
+
+def quantize_mixed_(model: nn.Module, config: MixedPrecision, *, filter_fn: FilterFn | None = None) -> nn.Module:
+    """Quantize each Linear that ``config.bits`` names weight-only at its own bit width (from :func:`allocate_bits`).
+
+    ``filter_fn`` (default: every named layer) keeps, of the named layers, those it picks;
+    the others stay in floating point. Every layer is checked before any is changed.
+    """
+    if not isinstance(config, MixedPrecision):
+        raise TypeError(f"config must be a MixedPrecision, got {type(config).__name__}")
     modules = dict(model.named_modules())
-    missing = sorted(set(bits) - set(modules))
+    missing = sorted(set(config.bits) - set(modules))
     if missing:
         raise ValueError(f"no such layers in the model: {missing}")
-    configs = {fqn: WeightOnly(b, group_size, symmetric) for fqn, b in bits.items()}
-    for fqn, config in configs.items():
-        if not isinstance(modules[fqn], nn.Linear):
-            raise TypeError(f"{fqn} is a {type(modules[fqn]).__name__}, not an nn.Linear")
-        check_layers_fit({fqn: modules[fqn]}, config)
-    return replace_modules_(model, lambda m, fqn: fqn in configs, lambda m, fqn: QuantLinear.from_float(m, configs[fqn]))
+    named = {fqn: modules[fqn] for fqn in config.bits}
+    if filter_fn is not None:
+        picked = dict(matching_modules(model, filter_fn))
+        named = {fqn: m for fqn, m in named.items() if fqn in picked}
+        if not named:
+            raise ValueError("filter_fn picked none of the layers that config.bits names: nothing to quantize")
+    for fqn, module in named.items():
+        if not isinstance(module, nn.Linear):
+            raise TypeError(f"{fqn} is a {type(module).__name__}, not an nn.Linear")
+        check_layers_fit({fqn: module}, config.layer_config(fqn))
+    return replace_modules_(model, lambda m, fqn: fqn in named,
+                            lambda m, fqn: QuantLinear.from_linear(m, config.layer_config(fqn)))

@@ -31,12 +31,15 @@ import math
 
 import torch
 
+from shrinklib._checks import check_int, check_tensor, is_int
+
 MIN_BITS, MAX_BITS = 2, 8
 ROUNDINGS = ("nearest", "stochastic")
 
 
 def check_bits(bits: int) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+    """``bits`` if it is an int from 2 to 8 (a uniform integer grid), else ``ValueError``."""
+    if not is_int(bits) or not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r} "
                          "(ternary and binary weights are not uniform integer grids)")
     return bits
@@ -56,21 +59,9 @@ def storage_dtype(bits: int, symmetric: bool) -> torch.dtype:
     return torch.int8 if symmetric else torch.uint8
 
 
-def _check_tensor(x: torch.Tensor, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} is empty: there is nothing to choose a range from")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} holds inf or nan; a quantization range needs finite values")
-
-
 def check_group_size(group_size: int) -> int:
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
-    return group_size
+    """``group_size`` if it is an int >= 1, else ``ValueError``."""
+    return check_int("group_size", group_size, minimum=1, what="a positive integer")
 
 
 def num_groups(width: int, group_size: int) -> int:
@@ -139,7 +130,7 @@ def choose_qparams(x: torch.Tensor, bits: int = 8, symmetric: bool = True, *, ax
     Other ranges than min-max come from :mod:`shrinklib.quant.ranges` and
     :func:`qparams_from_range`.
     """
-    _check_tensor(x)
+    check_tensor(x)
     if group_size is not None:
         if axis is not None:
             raise ValueError("give axis or group_size, not both (groups already split every row)")
@@ -168,7 +159,7 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bit
              *, group_size: int | None = None, rounding: str = "nearest",
              generator: torch.Generator | None = None) -> torch.Tensor:
     """The integer levels of ``x`` (int8 when symmetric, uint8 when affine), same shape as ``x``."""
-    _check_tensor(x)
+    check_tensor(x)
     qmin, qmax = qrange(bits, symmetric)
     view = x.float() if group_size is None else group_view(x.float(), group_size)
     scale, zero_point = _expand(scale.float(), group_size), _expand(zero_point, group_size)

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shrinklib.quant.linear import Int8Dynamic, QuantLinear, WeightOnly
+from shrinklib.quant.configs import Int8Dynamic, WeightOnly
+from shrinklib.quant.linear import QuantLinear, share_input_quantization_
 from shrinklib.quant.primitives import check_bits, qrange
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
@@ -145,7 +146,7 @@ class QATLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, weights={grid}, activations={acts}"
 
 
-def qat_(model: nn.Module, config: QATConfig = QATConfig(), filter_fn: FilterFn | None = None) -> nn.Module:
+def qat_(model: nn.Module, config: QATConfig = QATConfig(), *, filter_fn: FilterFn | None = None) -> nn.Module:
     """Swap the picked ``nn.Linear`` layers (default: the body's, not the head) for :class:`QATLinear`."""
     if not isinstance(config, QATConfig):
         raise TypeError(f"config must be a QATConfig, got {type(config).__name__}")
@@ -189,8 +190,9 @@ def convert_qat_(model: nn.Module) -> nn.Module:
             levels, bits = torch.round(w / scale).clamp(qmin, qmax), c.bits
         # W8A8 as trained: the dynamic int8 layer rounds activations per token exactly as the QAT layer did
         w8a8 = bits == 8 and c.activation_bits == 8
-        layer = QuantLinear.from_float(linear.requires_grad_(False), Int8Dynamic() if w8a8 else WeightOnly(bits))
+        layer = QuantLinear.from_linear(linear.requires_grad_(False), Int8Dynamic() if w8a8 else WeightOnly(bits))
         layer.set_quantized(levels, scale, torch.zeros_like(scale, dtype=torch.int32))
         return layer
 
-    return replace_modules_(model, lambda m, fqn: isinstance(m, QATLinear), convert)
+    replace_modules_(model, lambda m, fqn: isinstance(m, QATLinear), convert)
+    return share_input_quantization_(model)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from shrinklib.quant.primitives import _check_tensor, fake_quantize, qparams_from_range, qrange
+from shrinklib._checks import check_tensor
+from shrinklib.quant.primitives import fake_quantize, qparams_from_range, qrange
 
 RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
 MAX_SAMPLES = 1 << 22  # torch.quantile refuses larger inputs; a random sample estimates the tails well
@@ -36,13 +37,13 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def minmax_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_tensor(x)
+    check_tensor(x)
     return x.detach().float().min(), x.detach().float().max()
 
 
 def percentile_range(x: torch.Tensor, percentile: float = 99.99) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``100 - percentile`` and ``percentile`` percentiles of ``x``."""
-    _check_tensor(x)
+    check_tensor(x)
     if not 50 < percentile <= 100:
         raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
     flat = _flat(x)
@@ -54,7 +55,7 @@ def percentile_range(x: torch.Tensor, percentile: float = 99.99) -> tuple[torch.
 def mse_range(x: torch.Tensor, bits: int = 8, symmetric: bool = True,
               grid: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max scaled by the factor in ``(0, 1]`` (``grid`` steps) with the least squared error."""
-    _check_tensor(x)
+    check_tensor(x)
     if grid < 1:
         raise ValueError(f"grid must be >= 1, got {grid!r}")
     lo, hi = minmax_range(x)
@@ -84,7 +85,7 @@ def entropy_range(x: torch.Tensor, bits: int = 8, bins: int = 2048) -> tuple[tor
     the grid has positive levels and spreads each group's mass evenly over its non-empty
     bins. The threshold with the smallest ``KL(P || Q)`` wins.
     """
-    _check_tensor(x)
+    check_tensor(x)
     levels = qrange(bits, True)[1] + 1  # bins of |x| the grid can tell apart: 128 at 8 bits
     if bins < levels:
         raise ValueError(f"bins must be >= {levels} (the levels of a {bits}-bit grid), got {bins!r}")

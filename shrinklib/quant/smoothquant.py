@@ -7,8 +7,8 @@ the rest, in every token, so an int8 grid per token wastes its levels on them. W
 are easy to quantize. Since ``y = W x = (W diag(s)) (x / s)`` for any positive ``s``, a
 per-channel ``s_j = max|x_j|^alpha / max|W_:j|^(1 - alpha)`` divides the outlier channels
 down and multiplies the matching weight columns up; ``alpha = 0.5`` splits the difficulty
-evenly. Then both are quantized to int8 (:class:`~shrinklib.quant.linear.Int8Dynamic`,
-per-token activations, or :class:`~shrinklib.quant.linear.Int8Static`).
+evenly. Then both are quantized to int8 (:class:`~shrinklib.quant.configs.Int8Dynamic`,
+per-token activations, or :class:`~shrinklib.quant.configs.Int8Static`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from shrinklib.calibration import input_statistics
-from shrinklib.quant.linear import Int8Dynamic, Int8Static, QuantLinear, calibrate_
+from shrinklib.quant.configs import Int8Dynamic, Int8Static
+from shrinklib.quant.linear import QuantLinear
+from shrinklib.quant.static import calibrate_
 from shrinklib.utils import FilterFn, replace_modules_, weighted_modules
 
 
@@ -52,7 +54,7 @@ def smoothquant_(model: nn.Module, batches: Iterable[dict], config: Int8Dynamic 
     stats = input_statistics(model, batches, modules, max_batches=max_batches)
     factors = {fqn: smoothing_factors(stats[fqn].abs_max, m.weight, alpha) for fqn, m in modules.items()}
     replace_modules_(model, lambda m, fqn: fqn in factors,
-                     lambda m, fqn: QuantLinear.from_float(m, config, smoothing=factors[fqn]))
+                     lambda m, fqn: QuantLinear.from_linear(m, config, smoothing=factors[fqn]))
     if isinstance(config, Int8Static):
         calibrate_(model, batches, config, max_batches=max_batches)
     return model

@@ -102,8 +102,8 @@ def test_compressed_layers_count_the_weights_they_stand_for(bert):
     dense = count_parameters(bert)
     for compress in (lambda m: quant.quantize_(m, quant.Int8Dynamic()),
                      lambda m: quant.quantize_embeddings_(quant.quantize_(m, quant.WeightOnly(6, 16))),
-                     lambda m: quant.cluster_(m, bits=5),
-                     lambda m: quant.pq_embeddings_(m, subvectors=4, centroids=8)):
+                     lambda m: quant.cluster_(m, quant.ClusterConfig(bits=5)),
+                     lambda m: quant.pq_embeddings_(m, quant.PQConfig(subvectors=4, centroids=8))):
         model = compress(copy.deepcopy(bert))
         codebooks = sum(m.codebook.numel() for m in model.modules() if isinstance(m, quant.ClusteredLinear))
         assert count_parameters(model) == dense + codebooks  # a clustered layer's shared values are trained

@@ -8,7 +8,15 @@ import shrinklib
 from shrinklib import zoo
 from shrinklib.kernels.int4_weight import unpack_int4
 from shrinklib.quant import fake_quantize_weight, sqnr
-from shrinklib.quant.clustering import ClusteredLinear, PQEmbedding, cluster_, kmeans, pq_embeddings_
+from shrinklib.quant.clustering import (
+    ClusterConfig,
+    ClusteredLinear,
+    PQConfig,
+    PQEmbedding,
+    cluster_,
+    kmeans,
+    pq_embeddings_,
+)
 
 
 def test_kmeans_matches_scipy_lloyd_from_the_same_start():
@@ -51,7 +59,7 @@ def test_centroid_gradient_is_the_sum_over_its_weights():
 def test_product_quantized_embedding_rows_are_their_codewords():
     torch.manual_seed(0)
     table = nn.Embedding(300, 12)
-    pq = PQEmbedding.from_float(table, subvectors=4, centroids=16)
+    pq = PQEmbedding.from_embedding(table, subvectors=4, centroids=16)
     assert pq.codes.shape == (300, 4) and pq.codebooks.shape == (4, 16, 3)
     ids = torch.tensor([[0, 5, 299]])
     expected = torch.stack([torch.cat([pq.codebooks[j, pq.codes[i, j].long()] for j in range(4)]) for i in ids[0]])
@@ -63,8 +71,8 @@ def test_on_bert_cluster_and_pq_round_trip(tmp_path):
     model = zoo.tiny_bert(vocab_size=300)
     ids = torch.randint(0, 300, (2, 7))
     reference = model(input_ids=ids).logits.detach()
-    cluster_(model, bits=4)
-    pq_embeddings_(model, subvectors=4, centroids=64)
+    cluster_(model, ClusterConfig(bits=4))
+    pq_embeddings_(model, PQConfig(subvectors=4, centroids=64))
     assert isinstance(model.bert.embeddings.word_embeddings, PQEmbedding)
     assert isinstance(model.bert.embeddings.token_type_embeddings, nn.Embedding)  # 2 rows: below 64 codewords
     logits = model(input_ids=ids).logits
@@ -79,9 +87,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="k must be between 1 and the 3 points"):
         kmeans(torch.randn(3, 2), 5)
     with pytest.raises(ValueError, match="subvectors=5 must divide"):
-        pq_embeddings_(zoo.tiny_bert(vocab_size=300), subvectors=5)
+        pq_embeddings_(zoo.tiny_bert(vocab_size=300), PQConfig(subvectors=5))
     with pytest.raises(ValueError, match="centroids=64 is more than the 2 rows"):
-        pq_embeddings_(zoo.tiny_bert(vocab_size=300), centroids=64, filter_fn=lambda m, fqn: "token_type" in fqn)
+        pq_embeddings_(zoo.tiny_bert(vocab_size=300), PQConfig(centroids=64), filter_fn=lambda m, fqn: "token_type" in fqn)
     with pytest.raises(ValueError, match="centroids must be from 1 to 256"):
         PQEmbedding(10, 8, centroids=300)
     with pytest.raises(ValueError, match="nothing to cluster"):
@@ -89,4 +97,20 @@ def test_bad_input():
     with pytest.raises(ValueError, match="tied embeddings"):
         tied = nn.Sequential(nn.Embedding(300, 4), nn.Linear(4, 300))
         tied[1].weight = tied[0].weight
-        pq_embeddings_(tied, subvectors=2, centroids=16)
+        pq_embeddings_(tied, PQConfig(subvectors=2, centroids=16))
+
+
+def test_configs_are_checked_where_they_are_made():
+    assert ClusterConfig() == ClusterConfig(4, 25) and PQConfig() == PQConfig(8, 256, 15)
+    with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
+        ClusterConfig(bits=1)
+    with pytest.raises(ValueError, match="iters must be >= 1, got 0"):
+        ClusterConfig(iters=0)
+    with pytest.raises(ValueError, match="centroids must be from 1 to 256 \\(one byte per code\\), got 300"):
+        PQConfig(centroids=300)
+    with pytest.raises(ValueError, match="subvectors must be an int >= 1, got True"):
+        PQConfig(subvectors=True)
+    with pytest.raises(TypeError, match="config must be a ClusterConfig, got int"):
+        cluster_(zoo.tiny_bert(), 4)
+    with pytest.raises(TypeError, match="config must be a PQConfig, got int"):
+        pq_embeddings_(zoo.tiny_bert(), 8)

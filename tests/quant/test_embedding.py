@@ -5,14 +5,14 @@ from torch import nn
 import shrinklib
 from shrinklib import measure, zoo
 from shrinklib.quant import choose_qparams, fake_quantize, sqnr
-from shrinklib.quant.embedding import QuantEmbedding, quantize_embeddings_
+from shrinklib.quant.embedding import EmbeddingConfig, QuantEmbedding, quantize_embeddings_
 
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_rows_are_the_per_row_fake_quantized_table(bits):
     torch.manual_seed(0)
     table = nn.Embedding(53, 38, padding_idx=0)
-    q = QuantEmbedding.from_float(table, bits)
+    q = QuantEmbedding.from_embedding(table, bits)
     expected = fake_quantize(table.weight.detach(), *choose_qparams(table.weight, bits, True, axis=0), bits, True)
     ids = torch.tensor([[0, 5, 52], [7, 7, 1]])
     assert torch.equal(q(ids), expected[ids])
@@ -44,6 +44,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="embedding_dim must be even"):
         QuantEmbedding(5, 3, bits=4)
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
-        quantize_embeddings_(zoo.tiny_bert(vocab_size=50), bits=1)
-    with pytest.raises(TypeError, match="from_float needs an nn.Embedding"):
-        QuantEmbedding.from_float(nn.Linear(2, 2))
+        quantize_embeddings_(zoo.tiny_bert(vocab_size=50), EmbeddingConfig(bits=1))
+    with pytest.raises(TypeError, match="from_embedding needs an nn.Embedding"):
+        QuantEmbedding.from_embedding(nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="config must be an EmbeddingConfig, got int"):
+        quantize_embeddings_(zoo.tiny_bert(vocab_size=50), 8)

@@ -4,7 +4,7 @@ from torch import nn
 
 from shrinklib import zoo
 from shrinklib.quant import QuantLinear
-from shrinklib.quant.mixed_precision import allocate_bits, hessian_traces, quantize_mixed_
+from shrinklib.quant.mixed_precision import MixedPrecision, allocate_bits, hessian_traces, quantize_mixed_
 
 
 class TwoLayers(nn.Module):
@@ -74,9 +74,20 @@ def test_mixed_quantization_of_bert():
     assert len(traces) == 12 and all(t == t for t in traces.values())
     layers = dict(model.named_modules())
     bits = allocate_bits(traces, {f: layers[f].weight for f in traces}, average_bits=4, choices=(2, 4, 8), group_size=16)
-    quantize_mixed_(model, bits, group_size=16)
+    quantize_mixed_(model, MixedPrecision(bits, group_size=16))
     assert {fqn: model.get_submodule(fqn).bits for fqn in bits} == bits
     assert all(isinstance(model.get_submodule(fqn), QuantLinear) for fqn in bits)
+
+
+def test_filter_fn_keeps_some_of_the_named_layers():
+    model = zoo.tiny_bert(vocab_size=50)
+    query, key = "bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.attention.self.key"
+    config = MixedPrecision({query: 2, key: 8}, group_size=16)
+    quantize_mixed_(model, config, filter_fn=lambda m, fqn: fqn.endswith("query"))
+    assert isinstance(model.get_submodule(query), QuantLinear) and isinstance(model.get_submodule(key), nn.Linear)
+    assert model.get_submodule(query).config == config.layer_config(query) and config.layer_config(key).bits == 8
+    with pytest.raises(TypeError):
+        config.bits[key] = 4  # a read-only copy: the config cannot change after it was checked
 
 
 def test_bad_input():
@@ -88,8 +99,19 @@ def test_bad_input():
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
         allocate_bits({"a": 1.0}, weights, average_bits=4, choices=(1, 4))
     with pytest.raises(ValueError, match="no such layers in the model: \\['nope'\\]"):
-        quantize_mixed_(zoo.tiny_bert(), {"nope": 4})
+        quantize_mixed_(zoo.tiny_bert(), MixedPrecision({"nope": 4}))
     with pytest.raises(ValueError, match="returned no loss"):
         hessian_traces(zoo.tiny_bert(vocab_size=50), [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}])
     with pytest.raises(ValueError, match="no calibration batch"):
         hessian_traces(zoo.tiny_bert(vocab_size=50), [])
+    with pytest.raises(TypeError, match="config must be a MixedPrecision, got dict"):
+        quantize_mixed_(zoo.tiny_bert(), {"bert.encoder.layer.0.attention.self.query": 4})
+    with pytest.raises(TypeError, match="bits must be a nonempty mapping"):
+        MixedPrecision({})
+    with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
+        MixedPrecision({"a": 9})
+    with pytest.raises(ValueError, match="group_size must be a positive integer"):
+        MixedPrecision({"a": 4}, group_size=0)
+    with pytest.raises(ValueError, match="filter_fn picked none of the layers that config.bits names"):
+        quantize_mixed_(zoo.tiny_bert(), MixedPrecision({"bert.encoder.layer.0.attention.self.query": 4}),
+                        filter_fn=lambda m, fqn: False)

@@ -1,4 +1,4 @@
-"""SmoothQuant and AWQ: per-input-channel scaling before quantization."""
+"""AWQ: activation-aware per-input-channel scaling (and clipping) before weight quantization."""
 import pytest
 import torch
 from torch import nn
@@ -6,9 +6,8 @@ from torch import nn
 import shrinklib
 from shrinklib import zoo
 from shrinklib.calibration import InputStats
-from shrinklib.quant import Int8Dynamic, Int8Static, QuantLinear, WeightOnly, fake_quantize_weight, quant_layers, sqnr
+from shrinklib.quant import Int8Dynamic, QuantLinear, WeightOnly, fake_quantize_weight, quant_layers
 from shrinklib.quant.awq import awq_, awq_clip, awq_search, output_error
-from shrinklib.quant.smoothquant import smoothing_factors, smoothquant_
 
 
 def outlier_inputs(tokens=256, n_in=64, seed=0, loud=(3, 17), factor=40.0):
@@ -29,29 +28,6 @@ def linear(n_in=64, n_out=40, seed=1):
     return nn.Linear(n_in, n_out)
 
 
-def test_smoothing_factors_formula():
-    act = torch.tensor([4.0, 1.0, 0.0])
-    weight = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.5, 1.0]])
-    s = smoothing_factors(act, weight, alpha=0.5)
-    assert torch.allclose(s[:2], torch.tensor([4.0 ** 0.5 / 1.0 ** 0.5, 1.0 / 2.0 ** 0.5]))
-    assert s[2] == 1  # a channel that never fired is left alone
-
-
-def test_smoothed_layer_computes_the_same_function():
-    lin, x = linear(), outlier_inputs()
-    s = smoothing_factors(x.abs().amax(0), lin.weight)
-    q = QuantLinear.from_float(lin, WeightOnly(8), smoothing=s)
-    assert sqnr(lin(x).detach(), q(x).detach()) > 40
-
-
-def test_smoothing_rescues_int8_activations_with_outlier_channels():
-    lin, x = linear(), outlier_inputs()
-    exact = lin(x).detach()
-    plain = QuantLinear.from_float(lin, Int8Dynamic())(x).detach()
-    smoothed = QuantLinear.from_float(lin, Int8Dynamic(), smoothing=smoothing_factors(x.abs().amax(0), lin.weight))(x)
-    assert sqnr(exact, smoothed.detach()) > sqnr(exact, plain) + 6
-
-
 def test_awq_search_never_loses_to_rounding_and_wins_on_salient_channels():
     lin, x = linear(), outlier_inputs(loud=(3, 17, 40), factor=8.0)
     stats, config = stats_of(x), WeightOnly(4, 16, symmetric=False)
@@ -59,7 +35,7 @@ def test_awq_search_never_loses_to_rounding_and_wins_on_salient_channels():
     rtn_error = output_error(lin.weight, fake_quantize_weight(lin.weight.detach(), 4, False, group_size=16), stats.gram)
     assert errors[0.0] == pytest.approx(rtn_error, rel=1e-9)  # alpha = 0 is plain rounding
     assert alpha > 0 and errors[alpha] == min(errors.values()) and errors[alpha] < 0.9 * rtn_error
-    q = QuantLinear.from_float(lin, config, smoothing=s)
+    q = QuantLinear.from_linear(lin, config, smoothing=s)
     w_eff = q.dequantized_weight() * q.input_multiplier[None, :]
     assert output_error(lin.weight, w_eff, stats.gram) == pytest.approx(errors[alpha], rel=1e-4)
 
@@ -69,8 +45,8 @@ def test_awq_clipping_lowers_the_output_error_of_the_scaled_weight(group_size):
     lin, x = linear(), outlier_inputs(loud=(3, 17, 40), factor=8.0)
     stats, config = stats_of(x), WeightOnly(3, group_size, symmetric=False)
     s = awq_search(lin.weight, stats, config, grid=10)[0]
-    unclipped = QuantLinear.from_float(lin, config, smoothing=s)
-    clipped = QuantLinear.from_float(lin, config, smoothing=s)
+    unclipped = QuantLinear.from_linear(lin, config, smoothing=s)
+    clipped = QuantLinear.from_linear(lin, config, smoothing=s)
     clipped.set_quantized(*awq_clip(lin.weight, s, stats.gram, config))
 
     def error(q):
@@ -84,14 +60,10 @@ def _batches():
     return [{"input_ids": blocks[i:i + 4]} for i in range(0, 8, 4)]
 
 
-@pytest.mark.parametrize("method", ["smoothquant_dynamic", "smoothquant_static", "awq", "awq_clip"])
+@pytest.mark.parametrize("method", ["awq", "awq_clip"])
 def test_on_a_decoder_layers_are_smoothed_and_round_trip(method, tmp_path):
     model, reference = zoo.tiny_llama(), zoo.tiny_llama()
-    if method.startswith("awq"):
-        awq_(model, _batches(), WeightOnly(4, 16), grid=5, clip=method == "awq_clip")
-    else:
-        smoothquant_(model, iter(_batches()) if method.endswith("dynamic") else _batches(),
-                     Int8Dynamic() if method.endswith("dynamic") else Int8Static())
+    awq_(model, _batches(), WeightOnly(4, 16), grid=5, clip=method == "awq_clip")
     layers = quant_layers(model)
     assert len(layers) == 14 and all(q.smoothed for q in layers)
     ids = _batches()[0]["input_ids"]
@@ -103,17 +75,7 @@ def test_on_a_decoder_layers_are_smoothed_and_round_trip(method, tmp_path):
 
 def test_bad_input():
     lin = linear()
-    with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\]"):
-        smoothing_factors(torch.ones(64), lin.weight, alpha=1.5)
-    with pytest.raises(ValueError, match="act_absmax must have shape \\(64,\\)"):
-        smoothing_factors(torch.ones(3), lin.weight)
-    with pytest.raises(ValueError, match="smoothing must be positive"):
-        QuantLinear.from_float(lin, WeightOnly(8), smoothing=-torch.ones(64))
-    with pytest.raises(TypeError, match="config must be Int8Dynamic or Int8Static"):
-        smoothquant_(zoo.tiny_llama(), _batches(), WeightOnly(8))
     with pytest.raises(TypeError, match="config must be a WeightOnly"):
         awq_(zoo.tiny_llama(), _batches(), Int8Dynamic())
     with pytest.raises(ValueError, match="needs input statistics with the Gram matrix"):
         awq_search(lin.weight, InputStats(torch.ones(64), None, 10), WeightOnly(4, 16))
-    with pytest.raises(ValueError, match="no calibration batch"):
-        smoothquant_(zoo.tiny_llama(), [])
