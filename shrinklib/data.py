@@ -10,6 +10,7 @@
 * :func:`lm_text` - plain text for perplexity and calibration; :func:`lm_split` cuts it
   into calibration token blocks and held-out evaluation text, the set-up of the LLM
   chapters.
+* :func:`sentences` - seeded draws of single sentences from BBC News or Hamlet.
 
 Splits are a pure function of the data and the seed: the same on every machine and run.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import bz2
 import csv
 import io
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import NamedTuple
@@ -26,7 +28,8 @@ import numpy as np
 import torch
 
 from shrinklib import assets
-from shrinklib._checks import check_positive_int
+from shrinklib._checks import check_int, check_positive_int
+from shrinklib.utils import check_seed
 
 RT_LABELS = ("negative", "positive")
 RT_SIZES = {"train": 10_252, "validation": 1_000, "test": 1_500}
@@ -309,3 +312,78 @@ def lm_split(tokenizer, name: str = "bbc_news", *, block_size: int = 256, calibr
             f"max_chars={max_chars}, fewer blocks than calibration_blocks={calibration_blocks}"
         )
     return LMSplit(calibration, lm_text(name, "evaluation")[:max_chars])
+
+
+# ----------------------------------------------------------------------------------
+# Sentences of the long corpora
+
+#: Sources of :func:`sentences`: the BBC News train split and Hamlet.
+SENTENCE_SOURCES = ("bbc_news", "hamlet")
+#: A sentence of :func:`sentences` has this many whitespace-separated words.
+MIN_WORDS, MAX_WORDS = 4, 50
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(A-Z0-9])")
+_STAGE = re.compile(r"^(Enter|Exit|Exeunt|Re-enter|Manet|SCENE|ACT)\b|\|")
+
+
+def _clean_sentence(sentence: str) -> str | None:
+    sentence = " ".join(sentence.split())
+    n_words = len(sentence.split())
+    if not MIN_WORDS <= n_words <= MAX_WORDS or not any(c.isalpha() for c in sentence):
+        return None
+    return sentence
+
+
+def _split_sentences(paragraph: str) -> list[str]:
+    return [s for s in (_clean_sentence(p) for p in _SENTENCE_END.split(paragraph)) if s]
+
+
+@lru_cache(maxsize=1)
+def _bbc_sentences() -> tuple[str, ...]:
+    out = []
+    for article in bbc_news()["train"]["text"]:
+        for paragraph in article.split("\n"):
+            out += _split_sentences(paragraph)
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _hamlet_sentences() -> tuple[str, ...]:
+    speeches, current = [], []
+    for line in lm_text("hamlet").splitlines():
+        line = re.sub(r"\[[^\]]*\]", " ", line).strip()  # [Aside], [Dies], ...
+        words = line.split()
+        # Speaker names: 'HAMLET', 'KING CLAUDIUS', 'First Clown', 'Ghost' (capitalized, no punctuation).
+        is_speaker = (line.isupper() and len(line) > 2) or (
+            len(words) <= 3 and all(w[:1].isupper() and w.isalpha() for w in words))
+        if not line or is_speaker or _STAGE.search(line):
+            if current:
+                speeches.append(" ".join(current))
+            current = []
+            continue
+        current.append(line)
+    if current:
+        speeches.append(" ".join(current))
+    return tuple(s for speech in speeches for s in _split_sentences(speech))
+
+
+def sentences(source: str, n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct sentences of one of the long corpora, drawn with ``seed``.
+
+    ``source``: ``"bbc_news"``, the articles of the :func:`bbc_news` *train* split cut
+    into sentences at ``.``, ``!`` or ``?`` followed by a capital, digit or quote; or
+    ``"hamlet"``, the speeches of :func:`lm_text` ``("hamlet")`` without speaker names
+    (``HAMLET``, ``First Clown``), ``[Aside]``-style notes and stage directions, cut the
+    same way. Whitespace is collapsed; sentences of :data:`MIN_WORDS` to
+    :data:`MAX_WORDS` words are kept, duplicates dropped (first occurrence kept), and
+    ``n`` of them are drawn without replacement by ``numpy.random.default_rng(seed)``:
+    the same ``source``, ``n`` and ``seed`` give the same list on every machine.
+    """
+    _check_choice("source", source, SENTENCE_SOURCES)
+    check_int("n", n, minimum=1, what="a positive int")
+    seed = check_seed(seed)
+    pool = list(dict.fromkeys(_bbc_sentences() if source == "bbc_news" else _hamlet_sentences()))
+    if n > len(pool):
+        raise ValueError(f"n={n} is more than the {len(pool)} distinct sentences of {source!r}")
+    picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
+    return [pool[i] for i in picks]

@@ -98,3 +98,56 @@ def test_model_inputs_keeps_what_the_forward_takes():
     assert "labels" in batch  # a new dict; the batch is untouched
     with pytest.raises(TypeError, match="batch must be a mapping"):
         data.model_inputs([1, 2])
+
+
+# The output of distill.unlabelled_sentences before its corpus code moved into data.sentences
+# (commit 64da623, shrinklib/distill/augment.py, sources "bbc" and "hamlet"): how many distinct
+# sentences each source has, the sha256 of "\n".join of them sorted, and of the 300 sentences
+# drawn with seeds 0 and 2, in their order.
+SENTENCES_BEFORE_THE_MOVE = {
+    "bbc_news": (26_675, "4e89f3ae6f42c3f61fea2e479a4db31797fdc7c576aed7dc9f91dc053e86b307",
+                 {0: "0c197036e5656a71322ab301136f4ccdc61ee59918f3930a5e51e2ab03853e98",
+                  2: "10b64bff91dca92e5179ea2966ccd1b3056b6af785adf24a4154d4aa11a65295"}),
+    "hamlet": (1_536, "b2a8c5813b7f0a500caaa18d73222415a839e1667e17e152a98ca05728c518cf",
+               {0: "4393fda4d36637cb3c6827a6f24fedba52705cfc3a3eb0e682b116e04d552203",
+                2: "6cef508b476845d4e6abbc8450149e65c71f6910cb3e16d0af4cd3beea649102"}),
+}
+
+
+def _sha256(lines) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("source", data.SENTENCE_SOURCES)
+def test_sentences_are_the_ones_drawn_before_the_move(source):
+    size, pool_sha, picks_sha = SENTENCES_BEFORE_THE_MOVE[source]
+    everything = data.sentences(source, size, seed=0)
+    assert len(set(everything)) == size and _sha256(sorted(everything)) == pool_sha
+    with pytest.raises(ValueError, match=f"n={size + 1} is more than the {size} distinct sentences of '{source}'"):
+        data.sentences(source, size + 1)
+    for seed, expected in picks_sha.items():
+        assert _sha256(data.sentences(source, 300, seed=seed)) == expected
+
+
+def test_sentences_are_whole_clean_sentences_of_their_corpus():
+    hamlet = data.lm_text("hamlet")
+    picked = data.sentences("hamlet", 200, seed=3)
+    assert picked == data.sentences("hamlet", 200, seed=3) != data.sentences("hamlet", 200, seed=4)
+    for s in picked:
+        assert data.MIN_WORDS <= len(s.split()) <= data.MAX_WORDS and s == " ".join(s.split())
+        assert s.split()[-1] in " ".join(hamlet.split())
+        assert s.split()[0] not in {"HAMLET", "HORATIO", "OPHELIA", "Ghost"}  # no speaker names
+    assert data.sentences("hamlet", 5, seed=0)[0] == "What have you done, my lord, with the dead body?"
+    bbc = " ".join(" ".join(data.bbc_news()["train"]["text"]).split())
+    assert all(s in bbc for s in data.sentences("bbc_news", 50, seed=3))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: data.sentences("bbc", 10), ValueError, "unknown source 'bbc'; choose one of 'bbc_news', 'hamlet'"),
+    (lambda: data.sentences("hamlet", 0), ValueError, "n must be a positive int, got 0"),
+    (lambda: data.sentences("hamlet", True), ValueError, "n must be a positive int, got True"),
+    (lambda: data.sentences("hamlet", 10, seed=-1), ValueError, "seed must be a non-negative int, got -1"),
+])
+def test_sentences_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()

@@ -1,5 +1,6 @@
 """The models of the book. The teacher and decoder tests use the cache that `make prepare`
 (python -m shrinklib prepare) fills; on an empty cache they build it first."""
+import dataclasses
 import subprocess
 import sys
 
@@ -69,7 +70,44 @@ def test_teacher_meets_the_bar_and_reloads_exactly():
 
 def test_teacher_recipe_key_changes_with_the_recipe():
     assert zoo.TeacherRecipe().key() == zoo.TeacherRecipe().key()
-    assert zoo.TeacherRecipe(lr=3e-5).key() != zoo.TeacherRecipe().key()
+    assert zoo.TeacherRecipe(dataclasses.replace(zoo.TEACHER_TRAINING, lr=3e-5)).key() != zoo.TeacherRecipe().key()
+
+
+def test_the_prepared_teachers_keep_their_cache_folders():
+    # Computed by the code before TeacherRecipe held a TrainConfig (commit 64da623, where the
+    # recipe listed fit's options field by field): zoo.TeacherRecipe().key() and
+    # zoo.TeacherRecipe(seed=1).key(). The teachers `make prepare` trained live in these folders;
+    # a new name would train them again (20 minutes each).
+    assert zoo.teacher_cache_name("rt") == "teacher-rt-minilm-fa6e487ba6"
+    assert zoo.teacher_cache_name("rt", recipe=zoo.SECOND_TEACHER) == "teacher-rt-minilm-7254e751a1"
+    assert zoo.SECOND_TEACHER == zoo.TeacherRecipe(dataclasses.replace(zoo.TEACHER_TRAINING, seed=1))
+
+
+def test_teacher_recipe_holds_the_train_config_that_fit_gets():
+    from shrinklib.train import TrainConfig
+
+    recipe = zoo.TeacherRecipe()
+    assert recipe.training == TrainConfig(epochs=3.0, batch_size=32, lr=5e-5, warmup_ratio=0.1, weight_decay=0.01,
+                                          max_length=64, eval_every=100, seed=0) and recipe.threads == 2
+    # Every option that changes the weights changes the key, the new ones too; the progress bar does not.
+    for change in ({"max_steps": 10}, {"grad_clip": None}, {"param_lrs": {"classifier.weight": 1e-3}},
+                   {"eval_every": 50}, {"seed": 2}):
+        assert zoo.TeacherRecipe(dataclasses.replace(recipe.training, **change)).key() != recipe.key(), change
+    assert zoo.TeacherRecipe(dataclasses.replace(recipe.training, progress=False)).key() == recipe.key()
+    assert zoo.TeacherRecipe(threads=1).key() != recipe.key()
+    assert zoo.teacher_cache_name("rt", name="some/local folder") == f"teacher-rt-some-local-folder-{recipe.key()}"
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: zoo.TeacherRecipe({"lr": 1e-4}), TypeError, "TeacherRecipe.training must be a TrainConfig, got dict"),
+    (lambda: zoo.TeacherRecipe(threads=0), ValueError, "TeacherRecipe.threads must be an int >= 1, got 0"),
+    (lambda: zoo.teacher_cache_name("imdb"), ValueError, "unknown teacher task 'imdb'; choose one of 'rt'"),
+    (lambda: zoo.teacher_cache_name("rt", recipe=zoo.TEACHER_TRAINING), TypeError,
+     "recipe must be a TeacherRecipe, got TrainConfig"),
+])
+def test_teacher_recipe_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
 
 
 def test_decoder_is_a_plain_fp32_llama_with_sane_perplexity():

@@ -7,13 +7,14 @@
 * :mod:`~shrinklib.distill.layer_map` - which teacher layer each student layer learns from;
 * :mod:`~shrinklib.distill.student` - students from the teacher's layers (DistilBERT) or
   of their own width;
-* :mod:`~shrinklib.distill.intermediate` - DistilBERT, Patient KD, TinyBERT and MiniLM
-  losses, and :mod:`~shrinklib.distill.intermediate_distillation` the ``fit`` term that
-  combines them;
+* :mod:`~shrinklib.distill.intermediate_losses` - DistilBERT, Patient KD, TinyBERT and
+  MiniLM losses (pure functions on tensors), and :mod:`~shrinklib.distill.intermediate_term`
+  the ``fit`` term that runs the teacher and combines them;
 * :mod:`~shrinklib.distill.pruned_student` - a student from the teacher's layers with its FFNs
   pruned to the neurons the teacher needs most (distillation and structured pruning);
 * :mod:`~shrinklib.distill.augment` - data for the student: augmentation (Tang et al.,
-  TinyBERT) and unlabelled sentences labelled by the teacher, and the cached transfer sets;
+  TinyBERT) and unlabelled sentences (:func:`shrinklib.data.sentences`) labelled by the teacher,
+  and the cached transfer sets;
 * :mod:`~shrinklib.distill.sequence` - word- and sequence-level distillation of a
   language model (Kim & Rush 2016), and :mod:`~shrinklib.distill.top_k` word-level
   distillation from the teacher's stored top-k logits.
@@ -26,7 +27,7 @@ from shrinklib.distill.augment import (
     transfer_sets,
     unlabelled_sentences,
 )
-from shrinklib.distill.intermediate import (
+from shrinklib.distill.intermediate_losses import (
     attention_mse_loss,
     hidden_cosine_loss,
     hidden_mse_loss,
@@ -34,7 +35,7 @@ from shrinklib.distill.intermediate import (
     minilm_value_loss,
     pkd_loss,
 )
-from shrinklib.distill.intermediate_distillation import IntermediateDistillation
+from shrinklib.distill.intermediate_term import IntermediateDistillation
 from shrinklib.distill.layer_map import check_layer_map, layer_map
 from shrinklib.distill.logits import (
     check_same_vocabulary,

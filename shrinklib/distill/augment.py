@@ -23,9 +23,9 @@ uniform in ``1..max_ngram`` (Tang et al.'s n-gram sampling). Each original sente
 gives ``copies`` such variants.
 
 Other text works too: :func:`unlabelled_sentences` draws sentences from the book's other
-corpora (BBC News, Hamlet), and :func:`teacher_labelled` turns any list of sentences into
-a dataset of the teacher's labels and logits, for ``shrinklib.train.fit`` with
-:func:`shrinklib.distill.logits.stored_logit_distillation` or
+corpora (BBC News, Hamlet; :func:`shrinklib.data.sentences`), and :func:`teacher_labelled`
+turns any list of sentences into a dataset of the teacher's labels and logits, for
+``shrinklib.train.fit`` with :func:`shrinklib.distill.logits.stored_logit_distillation` or
 :func:`~shrinklib.distill.logits.logit_distillation`. :func:`transfer_sets` builds the
 two sets the chapter's students train on, once, in the shrinklib cache.
 """
@@ -35,7 +35,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -44,25 +43,16 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from shrinklib import data
+from shrinklib._checks import check_int, check_number
 from shrinklib.cache import cached_folder
 from shrinklib.utils import check_seed
 
-#: Sources of :func:`unlabelled_sentences`.
-SOURCES = ("bbc", "hamlet")
-#: A sentence of :func:`unlabelled_sentences` has this many whitespace-separated words.
-MIN_WORDS, MAX_WORDS = 4, 50
+#: Sources of :func:`unlabelled_sentences`, and the corpus of :func:`shrinklib.data.sentences` each reads.
+SOURCES = {"bbc": "bbc_news", "hamlet": "hamlet"}
 
 _PUNCT = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(A-Z0-9])")
 _PLACEHOLDER = re.compile(r"^(\[.*\]|<.*>)$")
-
-
-def _is_probability(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
-
-
-def _is_positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _check_texts(texts) -> list[str]:
@@ -96,16 +86,12 @@ class AugmentConfig:
 
     def __post_init__(self):
         for name in ("p_mask", "p_replace", "p_ngram"):
-            value = getattr(self, name)
-            if not _is_probability(value):
-                raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {value!r}")
+            check_number(f"AugmentConfig.{name}", getattr(self, name), low=0, high=1, what="a probability in [0, 1]")
         if self.p_mask + self.p_replace > 1:
             raise ValueError(f"AugmentConfig.p_mask + p_replace must be at most 1 (one draw decides a word), "
                              f"got {self.p_mask!r} + {self.p_replace!r}")
         for name in ("max_ngram", "copies", "neighbours"):
-            value = getattr(self, name)
-            if not _is_positive_int(value):
-                raise ValueError(f"AugmentConfig.{name} must be a positive int, got {value!r}")
+            check_int(f"AugmentConfig.{name}", getattr(self, name), minimum=1, what="a positive int")
 
 
 def _embedding_matrix(embeddings) -> torch.Tensor:
@@ -137,10 +123,8 @@ class WordNeighbours:
 
     def __init__(self, tokenizer, embeddings, k: int = 8, *, words: Iterable[str] | None = None,
                  chunk_size: int = 1024):
-        if not _is_positive_int(k):
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        if not _is_positive_int(chunk_size):
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        check_int("k", k, minimum=1, what="a positive int")
+        check_int("chunk_size", chunk_size, minimum=1, what="a positive int")
         if not hasattr(tokenizer, "get_vocab") or not hasattr(tokenizer, "tokenize"):
             raise TypeError(f"tokenizer must be a Hugging Face tokenizer (get_vocab, tokenize), "
                             f"got {type(tokenizer).__name__}")
@@ -286,74 +270,17 @@ def augment(texts: Sequence[str], tokenizer, embeddings, config: AugmentConfig =
 # Unlabelled sentences from the book's other corpora
 
 
-def _clean(sentence: str) -> str | None:
-    sentence = " ".join(sentence.split())
-    n_words = len(sentence.split())
-    if not MIN_WORDS <= n_words <= MAX_WORDS or not any(c.isalpha() for c in sentence):
-        return None
-    return sentence
-
-
-def _sentences(paragraph: str) -> list[str]:
-    return [s for s in (_clean(p) for p in _SENTENCE_END.split(paragraph)) if s]
-
-
-@lru_cache(maxsize=1)
-def _bbc_sentences() -> tuple[str, ...]:
-    from shrinklib import data
-
-    out = []
-    for article in data.bbc_news()["train"]["text"]:
-        for paragraph in article.split("\n"):
-            out += _sentences(paragraph)
-    return tuple(out)
-
-
-_STAGE = re.compile(r"^(Enter|Exit|Exeunt|Re-enter|Manet|SCENE|ACT)\b|\|")
-
-
-@lru_cache(maxsize=1)
-def _hamlet_sentences() -> tuple[str, ...]:
-    from shrinklib import data
-
-    speeches, current = [], []
-    for line in data.lm_text("hamlet").splitlines():
-        line = re.sub(r"\[[^\]]*\]", " ", line).strip()  # [Aside], [Dies], ...
-        words = line.split()
-        # Speaker names: 'HAMLET', 'KING CLAUDIUS', 'First Clown', 'Ghost' (capitalized, no punctuation).
-        is_speaker = (line.isupper() and len(line) > 2) or (
-            len(words) <= 3 and all(w[:1].isupper() and w.isalpha() for w in words))
-        if not line or is_speaker or _STAGE.search(line):
-            if current:
-                speeches.append(" ".join(current))
-            current = []
-            continue
-        current.append(line)
-    if current:
-        speeches.append(" ".join(current))
-    return tuple(s for speech in speeches for s in _sentences(speech))
-
-
 def unlabelled_sentences(source: str, n: int, seed: int = 0) -> list[str]:
     """``n`` distinct sentences of another corpus, drawn with ``seed``, for the teacher to label.
 
-    ``source``: ``"bbc"``, the articles of the BBC News *train* split
-    (:func:`shrinklib.data.bbc_news`) cut into sentences at ``.``, ``!`` or ``?``
-    followed by a capital, digit or quote; or ``"hamlet"``, the speeches of
-    :func:`shrinklib.data.lm_text` ``("hamlet")`` without speaker names and stage
-    directions, cut the same way. Whitespace is collapsed; sentences of
-    :data:`MIN_WORDS` to :data:`MAX_WORDS` words are kept, duplicates dropped.
+    ``source``: ``"bbc"`` (BBC News) or ``"hamlet"``; the sentences are those of
+    :func:`shrinklib.data.sentences` (``"bbc_news"`` or ``"hamlet"``), which says how the
+    corpora are cut: :data:`~shrinklib.data.MIN_WORDS` to :data:`~shrinklib.data.MAX_WORDS`
+    words, whitespace collapsed, no speaker names or stage directions, no duplicates.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(map(repr, SOURCES))}")
-    if not _is_positive_int(n):
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    seed = check_seed(seed)
-    pool = list(dict.fromkeys(_bbc_sentences() if source == "bbc" else _hamlet_sentences()))
-    if n > len(pool):
-        raise ValueError(f"n={n} is more than the {len(pool)} distinct sentences of {source!r}")
-    picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
-    return [pool[i] for i in picks]
+    return data.sentences(SOURCES[source], n, seed)
 
 
 # ----------------------------------------------------------------------------------

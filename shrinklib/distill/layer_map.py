@@ -19,13 +19,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from shrinklib._checks import check_int, is_int
+
 STRATEGIES = ("uniform", "last", "first")
-
-
-def _check_depth(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def layer_map(student_layers: int, teacher_layers: int, strategy: str = "uniform") -> tuple[int, ...]:
@@ -35,8 +31,8 @@ def layer_map(student_layers: int, teacher_layers: int, strategy: str = "uniform
     ``(2, 3, 5, 6)`` (``m * 6 / 4`` rounded half up); ``layer_map(3, 12, "last")`` is
     ``(10, 11, 12)``. A student deeper than its teacher is refused.
     """
-    student_layers = _check_depth(student_layers, "student_layers")
-    teacher_layers = _check_depth(teacher_layers, "teacher_layers")
+    student_layers = check_int("student_layers", student_layers, minimum=1, what="a positive int")
+    teacher_layers = check_int("teacher_layers", teacher_layers, minimum=1, what="a positive int")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if student_layers > teacher_layers:
@@ -58,15 +54,15 @@ def check_layer_map(mapping: Sequence[int], student_layers: int, teacher_layers:
     (TinyBERT's experiments try several). Raises ``TypeError`` for a map that is not a
     tuple/list of ints and ``ValueError`` for a wrong length or a layer out of range.
     """
-    student_layers = _check_depth(student_layers, "student_layers")
-    teacher_layers = _check_depth(teacher_layers, "teacher_layers")
+    student_layers = check_int("student_layers", student_layers, minimum=1, what="a positive int")
+    teacher_layers = check_int("teacher_layers", teacher_layers, minimum=1, what="a positive int")
     if not isinstance(mapping, (tuple, list)):
         raise TypeError(f"layer_map must be a tuple or list of ints, got {type(mapping).__name__}")
     if len(mapping) != student_layers:
         raise ValueError(f"layer_map must give one teacher layer per student layer ({student_layers}), "
                          f"got {len(mapping)}: {tuple(mapping)!r}")
     for m, g in enumerate(mapping, start=1):
-        if isinstance(g, bool) or not isinstance(g, int):
+        if not is_int(g):
             raise TypeError(f"layer_map[{m - 1}] must be an int, got {g!r}")
         if g < 0:
             raise ValueError(f"layer_map[{m - 1}] = {g} must be >= 0 (0 is the embedding output)")

@@ -32,30 +32,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from shrinklib import train
+from shrinklib._checks import check_choice, check_number, check_temperature, check_weight
 from shrinklib.arch import vocab_size
 from shrinklib.data import model_inputs
 from shrinklib.train import TrainConfig
 
 LOSSES = ("kl", "mse")
-#: Batch keys a teacher is not given: the labels, and logits stored beforehand.
-
-
-def _check_temperature(temperature) -> float:
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature <= 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
-    return float(temperature)
-
-
-def _check_weight(weight) -> float:
-    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
-        raise ValueError(f"weight must be a number >= 0, got {weight!r}")
-    return float(weight)
-
-
-def _check_loss(loss) -> str:
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
-    return loss
 
 
 def _check_same_shape(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
@@ -66,7 +48,7 @@ def _check_same_shape(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
     """``T^2 * KL(p_teacher || p_student)`` at temperature ``T``, averaged over the rows."""
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     _check_same_shape(student_logits, teacher_logits)
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
@@ -109,8 +91,13 @@ def check_same_vocabulary(student: nn.Module, teacher: nn.Module, *, teacher_nam
         )
 
 
-def _run_teacher(teacher: nn.Module, batch: dict) -> torch.Tensor:
-    """The teacher's logits on ``batch`` (no labels, no gradient), on the batch's device."""
+def run_teacher(teacher: nn.Module, batch: dict) -> torch.Tensor:
+    """The teacher's logits on ``batch``: its model inputs only, no gradient, on the batch's device.
+
+    ``batch`` is stripped by :func:`shrinklib.data.model_inputs` (no ``labels``, no stored
+    teacher targets); a teacher on another device than the batch's tensors is moved there
+    first. The teacher's mode is left as it is (the terms put it in eval mode).
+    """
     inputs = model_inputs(batch)
     device = next((v.device for v in inputs.values() if isinstance(v, torch.Tensor)), None)
     first = next(teacher.parameters(), None)
@@ -125,7 +112,7 @@ def teacher_term(teacher: nn.Module, loss_of_logits: Callable) -> train.LossTerm
 
     The one way a live teacher joins training: the teacher goes to eval mode, each call
     checks that it shares the student's vocabulary (:func:`check_same_vocabulary`) and
-    runs it without gradients on the batch (:func:`_run_teacher`).
+    runs it without gradients on the batch (:func:`run_teacher`).
     """
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
@@ -133,7 +120,7 @@ def teacher_term(teacher: nn.Module, loss_of_logits: Callable) -> train.LossTerm
 
     def term(model, batch, outputs) -> torch.Tensor:
         check_same_vocabulary(model, teacher)
-        return loss_of_logits(outputs.logits, _run_teacher(teacher, batch), batch)
+        return loss_of_logits(outputs.logits, run_teacher(teacher, batch), batch)
 
     return term
 
@@ -147,9 +134,9 @@ def logit_distillation(teacher: nn.Module, *, temperature: float = 2.0, weight: 
     moved to the batch's device if it is elsewhere. Each call checks that student
     and teacher share a vocabulary (:func:`check_same_vocabulary`).
     """
-    temperature = _check_temperature(temperature)
-    weight = _check_weight(weight)
-    loss = _check_loss(loss)
+    temperature = check_temperature(temperature)
+    weight = check_weight(weight)
+    loss = check_choice("loss", loss, LOSSES)
     return teacher_term(teacher, lambda student_logits, teacher_logits, batch:
                         weight * _distillation_loss(student_logits, teacher_logits, loss, temperature))
 
@@ -163,9 +150,9 @@ def stored_logit_distillation(*, temperature: float = 2.0, weight: float = 1.0, 
     column into each batch as a float tensor ``(batch, num_labels)``, and ``fit`` keeps it
     from the model (``shrinklib.data.LOSS_ONLY_KEYS``).
     """
-    temperature = _check_temperature(temperature)
-    weight = _check_weight(weight)
-    loss = _check_loss(loss)
+    temperature = check_temperature(temperature)
+    weight = check_weight(weight)
+    loss = check_choice("loss", loss, LOSSES)
 
     def term(model, batch, outputs) -> torch.Tensor:
         if "teacher_logits" not in batch:
@@ -204,8 +191,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_data, config: TrainCon
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    check_number("alpha", alpha, low=0, high=1, what="a number in [0, 1]")
     if config.task_loss_weight != 1.0:
         raise ValueError(f"distill sets task_loss_weight to 1 - alpha; leave TrainConfig.task_loss_weight at 1.0, "
                          f"got {config.task_loss_weight!r}")

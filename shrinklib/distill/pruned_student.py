@@ -14,12 +14,12 @@ Models for Text: A Survey") in one constructor: notebook 4.5 adds int8 on top.
 """
 from __future__ import annotations
 
-from numbers import Real
 from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
+from shrinklib._checks import check_number
 from shrinklib.distill.student import student_from_teacher
 from shrinklib.prune.neurons import neuron_importance, prune_neurons_
 
@@ -33,8 +33,7 @@ def student_with_pruned_ffn(teacher: nn.Module, layers: Sequence[int], batches: 
     neurons are the ``max(1, round(keep * d_ff))`` highest-scoring ones of teacher layer
     ``layers[i]``, in their original order. The teacher is left untouched.
     """
-    if isinstance(keep, bool) or not isinstance(keep, Real) or not 0 < keep <= 1:
-        raise ValueError(f"keep must be the share of FFN neurons to keep, in (0, 1], got {keep!r}")
+    check_number("keep", keep, low=0, low_open=True, high=1, what="the share of FFN neurons to keep, in (0, 1]")
     student = student_from_teacher(teacher, layers)  # checks the teacher and the layers first
     scores = neuron_importance(teacher, batches, max_batches=max_batches)
     plan = {}

@@ -30,9 +30,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from shrinklib.distill.logits import _check_temperature, _check_weight, teacher_term
-from shrinklib._checks import check_positive_int
+from shrinklib._checks import check_bool, check_int, check_number, check_positive_int, check_temperature, check_weight
 from shrinklib.arch import pad_id
+from shrinklib.distill.logits import teacher_term
 from shrinklib.measure.forward import evaluating, model_device
 from shrinklib.utils import check_seed
 
@@ -57,7 +57,7 @@ def token_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
     ``(batch, length, vocab)`` float32 tensors besides the logits (``F.kl_div`` on the two
     log-softmaxes: five). Padded positions are computed and then ignored.
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     for name, logits in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
         if not isinstance(logits, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
@@ -110,8 +110,8 @@ def word_level_distillation(teacher: nn.Module, *, temperature: float = 1.0, wei
     With ``TrainConfig(task_loss_weight=0)`` this is pure word-level KD; with the task
     loss on it is the usual mixture ``(1 - a) NLL + a KD`` up to the weights.
     """
-    temperature = _check_temperature(temperature)
-    weight = _check_weight(weight)
+    temperature = check_temperature(temperature)
+    weight = check_weight(weight)
     return teacher_term(teacher, lambda student_logits, teacher_logits, batch: weight * token_distillation_loss(
         student_logits, teacher_logits, batch.get("attention_mask"), temperature))
 
@@ -176,7 +176,12 @@ def lm_student(teacher: nn.Module, *, hidden_size: int = 128, num_layers: int = 
 # Sequence-level distillation: the teacher's text
 
 
-def _check_texts(name: str, texts) -> list[str]:
+def check_texts(name: str, texts) -> list[str]:
+    """``texts`` as a list if it is a non-empty sequence of ``str`` (not one ``str``).
+
+    ``TypeError`` for anything else, ``ValueError`` for an empty one; ``name`` is the
+    argument's name in the messages.
+    """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"{name} must be a sequence of str (a list), got {type(texts).__name__}")
     if len(texts) == 0:
@@ -187,7 +192,12 @@ def _check_texts(name: str, texts) -> list[str]:
     return list(texts)
 
 
-def _token_lists(tokenizer, texts: list[str], **kwargs) -> list[list[int]]:
+def token_lists(tokenizer, texts: list[str], **kwargs) -> list[list[int]]:
+    """The token ids of each text as a plain list: ``tokenizer(texts, **kwargs)["input_ids"]``, unpadded.
+
+    Special tokens as the tokenizer adds them; ``kwargs`` go to the tokenizer
+    (``truncation=True, max_length=...``). The rows a language-model batch is cut from.
+    """
     if not callable(tokenizer):
         raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
     return [list(ids) for ids in tokenizer(texts, **kwargs)["input_ids"]]
@@ -210,17 +220,15 @@ def generate_corpus(teacher: nn.Module, tokenizer, prompts: Sequence[str], *, ma
     if not isinstance(teacher, nn.Module) or not callable(getattr(teacher, "generate", None)):
         raise TypeError(f"teacher must be a Hugging Face generative model (with .generate), "
                         f"got {type(teacher).__name__}")
-    prompts = _check_texts("prompts", prompts)
+    prompts = check_texts("prompts", prompts)
     check_positive_int("max_new_tokens", max_new_tokens)
     check_positive_int("num_beams", num_beams)
     check_positive_int("batch_size", batch_size)
-    if not isinstance(do_sample, bool):
-        raise TypeError(f"do_sample must be a bool, got {do_sample!r}")
-    temperature = _check_temperature(temperature)
-    if not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+    check_bool("do_sample", do_sample)
+    temperature = check_temperature(temperature)
+    check_number("top_p", top_p, low=0, low_open=True, high=1, what="a number in (0, 1]")
     check_seed(seed)
-    ids = _token_lists(tokenizer, prompts)
+    ids = token_lists(tokenizer, prompts)
     for i, row in enumerate(ids):
         if not row:
             raise ValueError(f"prompts[{i}] = {prompts[i]!r} gives no token to continue from")
@@ -273,14 +281,12 @@ def lm_dataloader(texts: Sequence[str], tokenizer, *, block_size: int = 128, bat
     """
     from torch.utils.data import DataLoader
 
-    texts = _check_texts("texts", texts)
-    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 2:
-        raise ValueError(f"block_size must be an int >= 2, got {block_size!r}")
+    texts = check_texts("texts", texts)
+    check_int("block_size", block_size, minimum=2, what="an int >= 2")
     check_positive_int("batch_size", batch_size)
-    if not isinstance(shuffle, bool):
-        raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
+    check_bool("shuffle", shuffle)
     check_seed(seed)
-    rows = _token_lists(tokenizer, texts, truncation=True, max_length=block_size)
+    rows = token_lists(tokenizer, texts, truncation=True, max_length=block_size)
     for i, row in enumerate(rows):
         if len(row) < 2:
             raise ValueError(f"texts[{i}] = {texts[i][:40]!r} gives {len(row)} token(s); a row needs at least 2")

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from shrinklib import zoo
+from shrinklib._checks import check_int, is_int
 from shrinklib.arch import bert_backbone
 from shrinklib.utils import check_seed
 
@@ -52,7 +53,7 @@ def student_from_teacher(teacher: nn.Module, layers: Sequence[int]) -> nn.Module
     layers = list(layers)
     if not layers:
         raise ValueError("layers must name at least one teacher layer, got an empty sequence")
-    if any(isinstance(i, bool) or not isinstance(i, int) for i in layers):
+    if not all(is_int(i) for i in layers):
         raise TypeError(f"layers must hold ints, got {layers!r}")
     if any(i < 0 or i >= depth for i in layers):
         raise ValueError(f"layers must be 0-based teacher layer indices in 0..{depth - 1} "
@@ -80,12 +81,6 @@ def student_from_teacher(teacher: nn.Module, layers: Sequence[int]) -> nn.Module
     return _like(teacher, student)
 
 
-def _check_size(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def bert_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int,
                  seed: int = 0) -> nn.Module:
     """A randomly initialised model of ``teacher``'s class, with its own depth and width.
@@ -99,7 +94,7 @@ def bert_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_h
     bert_backbone(teacher, "teacher")
     for name, value in (("num_layers", num_layers), ("hidden_size", hidden_size), ("num_heads", num_heads),
                         ("intermediate_size", intermediate_size)):
-        _check_size(value, name)
+        check_int(name, value, minimum=1, what="a positive int")
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
     check_seed(seed)

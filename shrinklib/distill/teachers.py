@@ -26,8 +26,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from shrinklib._checks import check_temperature, check_weight, is_number
 from shrinklib.arch import vocab_size
-from shrinklib.distill.logits import _check_temperature, _check_weight, _run_teacher, check_same_vocabulary
+from shrinklib.distill.logits import check_same_vocabulary, run_teacher
 
 
 def _check_teacher_weights(weights, count: int) -> list[float] | None:
@@ -39,7 +40,7 @@ def _check_teacher_weights(weights, count: int) -> list[float] | None:
     if len(weights) != count:
         raise ValueError(f"weights must have one number per teacher ({count}), got {len(weights)}")
     for w in weights:
-        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
+        if not is_number(w) or not math.isfinite(w) or w < 0:
             raise ValueError(f"weights must be finite numbers >= 0, got {weights!r}")
     if sum(weights) <= 0:
         raise ValueError(f"weights must sum to more than 0, got {weights!r}")
@@ -54,7 +55,7 @@ def ensemble_soft_targets(teacher_logits: Sequence[torch.Tensor], temperature: f
     ``weights``: one number >= 0 per teacher, summing to more than 0 (default: equal).
     Returns float32 probabilities of that shape (each row sums to 1).
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     if isinstance(teacher_logits, torch.Tensor) or not isinstance(teacher_logits, Sequence):
         raise TypeError(f"teacher_logits must be a sequence of tensors (one per teacher), "
                         f"got {type(teacher_logits).__name__}")
@@ -82,8 +83,8 @@ def multi_teacher_distillation(teachers: Sequence[nn.Module], *, temperature: fl
     ``teacher_weights``: one number >= 0 per teacher (default: equal). With one teacher
     this is ``logit_distillation(teacher, temperature=T, weight=weight)``.
     """
-    temperature = _check_temperature(temperature)
-    weight = _check_weight(weight)
+    temperature = check_temperature(temperature)
+    weight = check_weight(weight)
     if isinstance(teachers, nn.Module) or not isinstance(teachers, Sequence):
         raise TypeError(f"teachers must be a sequence of nn.Modules, got {type(teachers).__name__}")
     teachers = list(teachers)
@@ -103,7 +104,7 @@ def multi_teacher_distillation(teachers: Sequence[nn.Module], *, temperature: fl
     def term(model, batch, outputs) -> torch.Tensor:
         for i, teacher in enumerate(teachers):
             check_same_vocabulary(model, teacher, teacher_name=f"teachers[{i}]")
-        logits = [_run_teacher(teacher, batch) for teacher in teachers]
+        logits = [run_teacher(teacher, batch) for teacher in teachers]
         target = ensemble_soft_targets(logits, temperature, teacher_weights)
         student = outputs.logits.float()
         if student.shape != target.shape:

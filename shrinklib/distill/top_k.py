@@ -29,9 +29,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from shrinklib.distill.logits import _check_temperature, _check_weight
-from shrinklib._checks import check_positive_int
+from shrinklib._checks import check_int, check_positive_int, check_temperature, check_weight
 from shrinklib.arch import pad_id
+from shrinklib.distill.sequence import check_texts, token_lists
 from shrinklib.measure.forward import evaluating, model_device
 
 #: The batch keys of the stored targets (``shrinklib.data.LOSS_ONLY_KEYS`` keeps them from the model).
@@ -59,7 +59,7 @@ def top_k_token_distillation_loss(student_logits: torch.Tensor, top_ids: torch.T
     position (see the module docstring for the formula); ``attention_mask``:
     ``(batch, length)``, 1 on the real positions (all of them without a mask).
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     if not isinstance(student_logits, torch.Tensor) or student_logits.ndim != 3:
         raise ValueError(f"student_logits must be a (batch, length, vocab) tensor, got "
                          f"{tuple(student_logits.shape) if isinstance(student_logits, torch.Tensor) else student_logits!r}")
@@ -97,16 +97,13 @@ def teacher_top_k(teacher: nn.Module, tokenizer, texts: Sequence[str], *, k: int
     Returns one ``{"ids": int64 (L, k), "logits": float32 (L, k)}`` per text, ``L`` its
     number of tokens, largest logit first; pass the list to ``lm_dataloader(top_k=...)``.
     """
-    from shrinklib.distill.sequence import _check_texts, _token_lists
-
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
-    texts = _check_texts("texts", texts)
+    texts = check_texts("texts", texts)
     check_positive_int("k", k)
     check_positive_int("batch_size", batch_size)
-    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 2:
-        raise ValueError(f"block_size must be an int >= 2, got {block_size!r}")
-    rows = _token_lists(tokenizer, texts, truncation=True, max_length=block_size)
+    check_int("block_size", block_size, minimum=2, what="an int >= 2")
+    rows = token_lists(tokenizer, texts, truncation=True, max_length=block_size)
     pad, device, out = pad_id(tokenizer=tokenizer, default=0), model_device(teacher), []
     with evaluating(teacher), torch.no_grad():
         for start in tqdm(range(0, len(rows), batch_size), desc="teacher top-k", unit="batch",
@@ -126,7 +123,7 @@ def teacher_top_k(teacher: nn.Module, tokenizer, texts: Sequence[str], *, k: int
 
 def top_k_mass(teacher_logits: torch.Tensor, k: int, temperature: float = 1.0) -> torch.Tensor:
     """The teacher's probability (at ``temperature``) on its ``k`` likeliest tokens, per position: ``(...)``."""
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     check_positive_int("k", k)
     if not isinstance(teacher_logits, torch.Tensor) or k > teacher_logits.shape[-1]:
         raise ValueError(f"teacher_logits must be a tensor with at least k ({k}) logits in its last dimension")
@@ -140,8 +137,8 @@ def stored_word_level_distillation(*, temperature: float = 1.0, weight: float = 
     tokenizer, top_k=teacher_top_k(teacher, tokenizer, texts))``), so no teacher runs
     during training. With ``TrainConfig(task_loss_weight=0)`` this is word-level KD alone.
     """
-    temperature = _check_temperature(temperature)
-    weight = _check_weight(weight)
+    temperature = check_temperature(temperature)
+    weight = check_weight(weight)
 
     def term(model, batch, outputs) -> torch.Tensor:
         if TOP_IDS not in batch or TOP_LOGITS not in batch:

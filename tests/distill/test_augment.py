@@ -5,9 +5,8 @@ import torch
 from torch.nn import functional as F
 
 from shrinklib import data, zoo
+from shrinklib.data import MAX_WORDS, MIN_WORDS
 from shrinklib.distill.augment import (
-    MAX_WORDS,
-    MIN_WORDS,
     AugmentConfig,
     WordNeighbours,
     augment,

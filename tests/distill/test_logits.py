@@ -236,3 +236,25 @@ def test_bad_input_of_the_new_functions(padded_batch):
         distill(bert, bert, data)
     with pytest.raises(ValueError, match="loss must be one of"):
         distill(bert, other, data, loss="ce")
+
+
+# ----------------------------------------------------------------------------------
+# run_teacher: the one way a live teacher reads a batch
+
+from shrinklib.distill.logits import run_teacher  # noqa: E402
+
+
+def test_run_teacher_gives_the_teachers_logits_on_the_model_inputs_without_gradient(padded_batch):
+    teacher = zoo.tiny_bert(vocab_size=50, num_labels=3)
+    batch = padded_batch(vocab=50)
+    batch["teacher_logits"] = torch.zeros(5, 3)  # a stored target: BERT's forward would refuse this keyword
+    logits = run_teacher(teacher, batch)
+    with torch.no_grad():
+        expected = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.equal(logits, expected) and not logits.requires_grad
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "teacher_logits"}  # the batch is left as it was
+
+
+def test_run_teacher_bad_input():
+    with pytest.raises(TypeError, match="batch must be a mapping of input names to tensors, got list"):
+        run_teacher(zoo.tiny_bert(), [torch.zeros(2, 3, dtype=torch.long)])

@@ -250,3 +250,28 @@ def test_bad_input(tokenizer):
         lm_dataloader(["w1 w2", "w3"], tokenizer)
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         lm_dataloader(["w1 w2"], tokenizer, batch_size=0)
+
+
+# ----------------------------------------------------------------------------------
+# The text helpers top_k shares
+
+from shrinklib.distill.sequence import check_texts, token_lists  # noqa: E402
+
+
+def test_check_texts_and_token_lists(tokenizer):
+    texts = ("w1 w2 w3", "w4", "w5 w6")
+    assert check_texts("texts", texts) == list(texts)
+    expected = [tokenizer(t)["input_ids"] for t in texts]
+    assert token_lists(tokenizer, list(texts)) == expected == [[5, 6, 7], [8], [9, 10]]
+    assert token_lists(tokenizer, ["w1 w2 w3 w4"], truncation=True, max_length=2) == [[5, 6]]
+
+
+def test_check_texts_and_token_lists_bad_input(tokenizer):
+    with pytest.raises(TypeError, match=r"prompts must be a sequence of str \(a list\), got str"):
+        check_texts("prompts", "w1 w2")
+    with pytest.raises(ValueError, match="texts must not be empty"):
+        check_texts("texts", [])
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a str, got int"):
+        check_texts("texts", ["w1", 3])
+    with pytest.raises(TypeError, match="tokenizer must be a Hugging Face tokenizer, got str"):
+        token_lists("gpt2", ["w1"])

@@ -2,7 +2,7 @@
 
 The losses themselves (DistilBERT's cosine, Patient KD, TinyBERT's embedding, hidden-state
 and attention losses, MiniLM's attention and value relations) and their papers are in
-:mod:`shrinklib.distill.intermediate`; the layer map in :mod:`shrinklib.distill.layer_map`.
+:mod:`shrinklib.distill.intermediate_losses`; the layer map in :mod:`shrinklib.distill.layer_map`.
 TinyBERT's two stages are two ``fit`` calls: this term alone
 (``TrainConfig(task_loss_weight=0)``), then the prediction layer's soft targets
 (:func:`shrinklib.distill.logits.distill`).
@@ -14,24 +14,26 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from shrinklib.distill.intermediate import (
-    _check_mask,
-    _check_relation_heads,
-    _relation_log_probs,
+from shrinklib._checks import check_weight
+from shrinklib.arch import attention_modules, bert_backbone
+from shrinklib.data import model_inputs
+from shrinklib.distill.intermediate_losses import (
     attention_mse_loss,
+    check_attention_mask,
+    check_relation_heads,
     hidden_cosine_loss,
     hidden_mse_loss,
     minilm_attention_loss,
     minilm_value_loss,
     pkd_loss,
+    relation_log_probs,
 )
 from shrinklib.distill.layer_map import check_layer_map
 from shrinklib.distill.layer_map import layer_map as make_layer_map
 from shrinklib.distill.logits import check_same_vocabulary
-from shrinklib.arch import attention_modules, bert_backbone
-from shrinklib.data import model_inputs
 
 LOSSES = ("embedding", "hidden", "attention", "cosine", "pkd", "minilm_attention", "minilm_value")
+
 
 def _check_weights(weights) -> dict[str, float]:
     if not isinstance(weights, Mapping):
@@ -42,9 +44,7 @@ def _check_weights(weights) -> dict[str, float]:
     for name, weight in weights.items():
         if name not in LOSSES:
             raise ValueError(f"unknown loss {name!r} in weights; choose from {LOSSES}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(f"weights[{name!r}] must be a number >= 0, got {weight!r}")
-        out[name] = float(weight)
+        out[name] = check_weight(weight, name=f"weights[{name!r}]")
     return out
 
 
@@ -114,7 +114,7 @@ class IntermediateDistillation(nn.Module):
         minilm = [k for k in ("minilm_attention", "minilm_value") if k in self.weights]
         self.relation_heads = tc.num_attention_heads if relation_heads is None else relation_heads
         if minilm:
-            _check_relation_heads(self.relation_heads, d_s, d_t)
+            check_relation_heads(self.relation_heads, d_s, d_t)
         elif relation_heads is not None:
             raise ValueError(f"relation_heads={relation_heads!r} is for the MiniLM losses, which weights does not pick")
 
@@ -219,11 +219,11 @@ class IntermediateDistillation(nn.Module):
                 terms["pkd"] = pkd_loss([hs_s[m][:, 0] for m in range(1, s)],
                                         [hs_t[g[m - 1]][:, 0] for m in range(1, s)])
         if "attention" in w:
-            real = _check_mask(mask, *cs[(0, "query")].shape[:2])
+            real = check_attention_mask(mask, *cs[(0, "query")].shape[:2])
             heads = self.student.config.num_attention_heads
 
             def probs(store, layer):
-                return _relation_log_probs(store[(layer, "query")], store[(layer, "key")], heads, real).exp()
+                return relation_log_probs(store[(layer, "query")], store[(layer, "key")], heads, real).exp()
 
             terms["attention"] = sum(attention_mse_loss(probs(cs, m - 1), probs(ct, g[m - 1] - 1), mask)
                                      for m in range(1, s + 1))

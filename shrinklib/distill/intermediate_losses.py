@@ -26,7 +26,7 @@ tokens only: what padding holds never changes the value.
   the width).
 
 The losses are pure functions on tensors;
-:class:`shrinklib.distill.intermediate_distillation.IntermediateDistillation` is the
+:class:`shrinklib.distill.intermediate_term.IntermediateDistillation` is the
 ``extra_losses`` term of :func:`shrinklib.train.fit` that runs the teacher and combines them.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
+from shrinklib._checks import check_int
 
 
 # ----------------------------------------------------------------------------------
@@ -53,8 +53,12 @@ def _check_tensor(x, name: str, ndim: int, shape_name: str) -> torch.Tensor:
     return x
 
 
-def _check_mask(attention_mask, batch: int, length: int) -> torch.Tensor:
-    """The mask as booleans (True: real token), after checking its shape and values."""
+def check_attention_mask(attention_mask, batch: int, length: int) -> torch.Tensor:
+    """The ``(batch, length)`` mask as booleans (True: real token), after checking its shape and values.
+
+    ``attention_mask`` holds 1 on real tokens and 0 on padding, at least one real token;
+    every loss here averages over the positions this returns.
+    """
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
     if tuple(attention_mask.shape) != (batch, length):
@@ -86,7 +90,7 @@ def hidden_cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tenso
                        attention_mask: torch.Tensor) -> torch.Tensor:
     """DistilBERT's alignment ``mean over real tokens of 1 - cos(h_s, h_t)``; both ``(batch, L, d)``."""
     _check_pair(student_hidden, teacher_hidden, ("student_hidden", "teacher_hidden"), 3, "(batch, L, d)", True)
-    real = _check_mask(attention_mask, *student_hidden.shape[:2])
+    real = check_attention_mask(attention_mask, *student_hidden.shape[:2])
     s, t = student_hidden[real].float(), teacher_hidden[real].float()
     return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()
 
@@ -120,7 +124,7 @@ def hidden_mse_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, 
     ``projection`` is an ``nn.Linear(d_s, d_t)``, required when the widths differ.
     """
     _check_pair(student_hidden, teacher_hidden, ("student_hidden", "teacher_hidden"), 3, "(batch, L, d)", False)
-    real = _check_mask(attention_mask, *student_hidden.shape[:2])
+    real = check_attention_mask(attention_mask, *student_hidden.shape[:2])
     d_s, d_t = student_hidden.shape[-1], teacher_hidden.shape[-1]
     s = student_hidden[real]
     if projection is None:
@@ -156,16 +160,16 @@ def attention_mse_loss(student_attention: torch.Tensor, teacher_attention: torch
     if length != length_k or teacher_attention.shape != student_attention.shape:
         raise ValueError(f"student_attention and teacher_attention must both be (batch, heads, L, L), got "
                          f"{tuple(student_attention.shape)} and {tuple(teacher_attention.shape)}")
-    real = _check_mask(attention_mask, b, length)
+    real = check_attention_mask(attention_mask, b, length)
     pairs = real[:, :, None] & real[:, None, :]  # (batch, L, L): query i and key j both real
     s = student_attention.permute(0, 2, 3, 1)[pairs].float()  # (pairs, heads)
     t = teacher_attention.permute(0, 2, 3, 1)[pairs].float()
     return F.mse_loss(s, t)
 
 
-def _check_relation_heads(relation_heads, *widths: int) -> int:
-    if isinstance(relation_heads, bool) or not isinstance(relation_heads, int) or relation_heads < 1:
-        raise ValueError(f"relation_heads must be a positive int, got {relation_heads!r}")
+def check_relation_heads(relation_heads, *widths: int) -> int:
+    """``relation_heads`` if it is a positive int dividing every width in ``widths``, else ``ValueError``."""
+    check_int("relation_heads", relation_heads, minimum=1, what="a positive int")
     for width in widths:
         if width % relation_heads:
             raise ValueError(f"relation_heads ({relation_heads}) must divide the width {width} "
@@ -173,8 +177,15 @@ def _check_relation_heads(relation_heads, *widths: int) -> int:
     return relation_heads
 
 
-def _relation_log_probs(x: torch.Tensor, y: torch.Tensor, heads: int, real: torch.Tensor) -> torch.Tensor:
-    """``log softmax(x_a y_a^T / sqrt(d_a))`` per relation head ``a``, padded keys excluded: (batch, heads, L, L)."""
+def relation_log_probs(x: torch.Tensor, y: torch.Tensor, heads: int, real: torch.Tensor) -> torch.Tensor:
+    """``log softmax(x_a y_a^T / sqrt(d_a))`` per relation head ``a``, padded keys excluded: (batch, heads, L, L).
+
+    ``x`` and ``y`` are ``(batch, L, width)`` (queries and keys, or values twice), split
+    into ``heads`` heads of ``d_a = width / heads``; ``real`` is the boolean mask of
+    :func:`check_attention_mask`. MiniLM's relations, and with ``x, y = Q, K`` and the
+    model's own head count, the attention probabilities of eager attention. Unchecked:
+    call it with checked arguments (the losses check theirs first).
+    """
     b, length, width = x.shape
     size = width // heads
     xh = x.float().reshape(b, length, heads, size).transpose(1, 2)
@@ -203,8 +214,8 @@ def _check_minilm(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tenso
     if student[0].shape[:2] != teacher[0].shape[:2]:
         raise ValueError(f"student and teacher inputs must agree in (batch, L), got {tuple(student[0].shape)} "
                          f"and {tuple(teacher[0].shape)}")
-    _check_relation_heads(relation_heads, student[0].shape[-1], teacher[0].shape[-1])
-    return _check_mask(attention_mask, *student[0].shape[:2])
+    check_relation_heads(relation_heads, student[0].shape[-1], teacher[0].shape[-1])
+    return check_attention_mask(attention_mask, *student[0].shape[:2])
 
 
 def minilm_attention_loss(student_q: torch.Tensor, student_k: torch.Tensor, teacher_q: torch.Tensor,
@@ -218,8 +229,8 @@ def minilm_attention_loss(student_q: torch.Tensor, student_k: torch.Tensor, teac
     """
     real = _check_minilm((student_q, student_k), (teacher_q, teacher_k),
                          ("student_q", "student_k", "teacher_q", "teacher_k"), attention_mask, relation_heads)
-    log_p_t = _relation_log_probs(teacher_q, teacher_k, relation_heads, real)
-    log_p_s = _relation_log_probs(student_q, student_k, relation_heads, real)
+    log_p_t = relation_log_probs(teacher_q, teacher_k, relation_heads, real)
+    log_p_s = relation_log_probs(student_q, student_k, relation_heads, real)
     return _relation_kl(log_p_t, log_p_s, real)
 
 
@@ -230,6 +241,6 @@ def minilm_value_loss(student_v: torch.Tensor, teacher_v: torch.Tensor, attentio
     Same conventions as :func:`minilm_attention_loss`, on the last layer's value outputs.
     """
     real = _check_minilm((student_v,), (teacher_v,), ("student_v", "teacher_v"), attention_mask, relation_heads)
-    log_p_t = _relation_log_probs(teacher_v, teacher_v, relation_heads, real)
-    log_p_s = _relation_log_probs(student_v, student_v, relation_heads, real)
+    log_p_t = relation_log_probs(teacher_v, teacher_v, relation_heads, real)
+    log_p_s = relation_log_probs(student_v, student_v, relation_heads, real)
     return _relation_kl(log_p_t, log_p_s, real)
