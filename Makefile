@@ -59,9 +59,8 @@ test-cpu-dispatch: prepare
 
 ## results: rerun the benchmarks that write results/*.csv (the GPU ones only where CUDA is).
 GPU_BENCHMARKS = benchmarks/sparse_kernels.py benchmarks/quant_kernels.py
-BENCHMARK_HELPERS = benchmarks/kernel_timing.py benchmarks/results_csv.py
 results: prepare
-	@for script in $(filter-out $(GPU_BENCHMARKS) $(BENCHMARK_HELPERS),$(wildcard benchmarks/*.py)); do \
+	@for script in $(filter-out $(GPU_BENCHMARKS),$(wildcard benchmarks/*.py)); do \
 		echo "== $$script"; $(PYTHON) $$script || exit 1; done
 	@echo "== benchmarks/distill_students.py, the longer BiLSTM and 3-layer runs"
 	$(PYTHON) benchmarks/distill_students.py --only BiLSTM --trainings "labels,KD + augmentation" --epochs 6

@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from shrinklib import data, measure, prune, results, zoo  # noqa: E402
+from shrinklib import calibration, data, measure, prune, results, zoo  # noqa: E402
 from shrinklib.utils import seed_everything  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "llm_calibration_budget.csv"
@@ -81,7 +81,7 @@ def main() -> None:
         start = time.perf_counter()
         tokens = data.lm_split(tokenizer, "bbc_news", block_size=block_size, calibration_blocks=blocks,
                                max_chars=None).calibration  # the whole calibration half: 128 x 2048 needs most of it
-        batches = prune.lm_batches(tokens, max(1, 1024 // block_size))  # about 1k tokens per forward pass
+        batches = calibration.lm_batches(tokens, max(1, 1024 // block_size))  # about 1k tokens per forward pass
         tokenized = time.perf_counter() - start
         for method, prune_ in PRUNE.items():
             start = time.perf_counter()

@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from shrinklib import data, measure, prune, quant, results, zoo  # noqa: E402
+from shrinklib import calibration, data, measure, prune, quant, results, zoo  # noqa: E402
 from shrinklib.utils import comma_list, seed_everything  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "llm_quantization.csv"
@@ -72,7 +72,7 @@ def main() -> None:
     dense, tokenizer = zoo.decoder()
     calibration, evaluation = data.lm_split(tokenizer, "bbc_news", block_size=args.block_size,
                                             calibration_blocks=args.calibration_blocks, max_chars=EVAL_CHARS)
-    batches = prune.lm_batches(calibration, batch_size=4)
+    batches = calibration.lm_batches(calibration, batch_size=4)
     stamp = measure.provenance()
     chosen = None if args.only is None else set(comma_list(args.only))
     known = {job[0] for job in jobs(args.group_size)}

@@ -87,12 +87,14 @@ def weighted_modules(model: nn.Module, filter_fn: FilterFn | None = None, *,
 
 def replace_modules_(
     model: nn.Module,
-    filter_fn: FilterFn | None,
     factory: Factory,
     *,
+    filter_fn: FilterFn | None = None,
     strict: bool = True,
 ) -> nn.Module:
     """Replace, in place, every submodule that ``filter_fn`` picks by ``factory(module, fqn)``.
+
+    The default ``filter_fn`` is :func:`encoder_linears`, as for every transform.
 
     The set of modules is decided before anything changes, so a factory may return a
     module that ``filter_fn`` would pick again without being visited twice. With

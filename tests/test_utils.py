@@ -47,7 +47,7 @@ def test_replace_modules_swaps_exactly_the_matches_and_passes_fqn():
         seen.append(fqn)
         return nn.Identity() if "intermediate" in fqn else module
 
-    replace_modules_(model, lambda m, fqn: isinstance(m, nn.Linear) and "intermediate" in fqn, factory)
+    replace_modules_(model, factory, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and "intermediate" in fqn)
     assert seen == ["bert.encoder.layer.0.intermediate.dense", "bert.encoder.layer.1.intermediate.dense"]
     assert isinstance(model.bert.encoder.layer[1].intermediate.dense, nn.Identity)
     assert isinstance(model.bert.encoder.layer[1].output.dense, nn.Linear)
@@ -56,8 +56,8 @@ def test_replace_modules_swaps_exactly_the_matches_and_passes_fqn():
 def test_replace_modules_refuses_when_nothing_matches_and_leaves_model_whole():
     model = zoo.tiny_bert()
     with pytest.raises(ValueError, match="picked no module"):
-        replace_modules_(model, lambda m, fqn: False, lambda m, fqn: m)
-    replace_modules_(model, lambda m, fqn: False, lambda m, fqn: m, strict=False)
+        replace_modules_(model, lambda m, fqn: m, filter_fn=lambda m, fqn: False)
+    replace_modules_(model, lambda m, fqn: m, filter_fn=lambda m, fqn: False, strict=False)
 
 
 def test_replace_modules_changes_nothing_if_one_factory_call_fails():
@@ -72,18 +72,18 @@ def test_replace_modules_changes_nothing_if_one_factory_call_fails():
         return nn.Identity()
 
     with pytest.raises(RuntimeError, match="boom"):
-        replace_modules_(model, None, factory)
+        replace_modules_(model, factory, filter_fn=None)
     assert [type(m) for m in model.modules()] == before
 
 
 def test_replace_modules_type_errors():
     model = zoo.tiny_bert()
     with pytest.raises(TypeError, match="factory returned int"):
-        replace_modules_(model, None, lambda m, fqn: 3)
+        replace_modules_(model, lambda m, fqn: 3, filter_fn=None)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
-        replace_modules_("bert", None, lambda m, fqn: m)
+        replace_modules_("bert", lambda m, fqn: m, filter_fn=None)
     with pytest.raises(TypeError, match="filter_fn must be callable"):
-        replace_modules_(model, "linear", lambda m, fqn: m)
+        replace_modules_(model, lambda m, fqn: m, filter_fn="linear")
 
 
 def test_comma_list_keeps_the_stripped_items_in_order():

@@ -8,7 +8,8 @@ repeated runs after warm-up; a single plain-clock call in a dry run on the CPU, 
 checks the script) and keeps one row per kernel with its speed-up over the baseline
 measured in the same run (DESIGN.md section 3: the strongest baseline torch has, same
 run). Every row carries :func:`shrinklib.measure.provenance` and triton's version.
-:meth:`KernelBenchmark.write` writes the rows as CSV, except in a dry run.
+:meth:`KernelBenchmark.write` merges the rows into ``results/`` through
+:func:`shrinklib.results.upsert`, except in a dry run.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import triton
 from shrinklib._checks import check_bool
 
 BASELINE = "dense matmul"
+#: The columns that name one measurement: a rerun replaces the rows with the same values.
+KEY = ("shape", "M", "kernel", "dtype", "device")
 ATOL, RTOL = 0.5, 2e-2  # a wrong kernel is far off; fp16 sums over K up to 11008 are not exact
 _DTYPES = (torch.float16, torch.float32)
 
@@ -100,12 +103,14 @@ class KernelBenchmark:
         return new
 
     def write(self, out: str | Path) -> int:
-        """Write :attr:`rows` to the CSV ``out`` (replacing it) and return their number; a dry run writes nothing."""
+        """Merge :attr:`rows` into the CSV ``out`` by :data:`KEY` (:func:`shrinklib.results.upsert`:
+        locked, atomic, the rows a rerun measures again replaced) and return their number; a
+        dry run writes nothing."""
         if self.dry:
             print(f"dry run ok: {len(self.rows)} timings (nothing written)")
             return 0
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(self.rows).to_csv(out, index=False)
+        from shrinklib import results
+
+        results.upsert(out, self.rows, KEY, stamp=self.stamp)
         print(f"wrote {len(self.rows)} rows to {out}")
         return len(self.rows)

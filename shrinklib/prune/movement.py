@@ -127,8 +127,8 @@ def movement_(model: nn.Module, *, method: str = "hard", threshold: float = 0.0,
     """Swap the picked ``nn.Linear`` layers for :class:`MovementLinear` to learn their scores."""
     _check_options(method, score_update)
     pick = encoder_linears if filter_fn is None else filter_fn
-    return replace_modules_(model, lambda m, fqn: isinstance(m, nn.Linear) and pick(m, fqn),
-                            lambda m, fqn: MovementLinear.from_linear(m, method, threshold, score_update))
+    return replace_modules_(model, lambda m, fqn: MovementLinear.from_linear(m, method, threshold, score_update),
+                            filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and pick(m, fqn))
 
 
 def movement_layers(model: nn.Module) -> list[MovementLinear]:
@@ -177,4 +177,4 @@ def finalize_movement_(model: nn.Module) -> nn.Module:
             linear.bias.data.copy_(module.bias.detach())
         return set_mask_(linear, module.mask())
 
-    return replace_modules_(model, lambda m, fqn: isinstance(m, MovementLinear), factory)
+    return replace_modules_(model, factory, filter_fn=lambda m, fqn: isinstance(m, MovementLinear))

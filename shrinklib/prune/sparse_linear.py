@@ -81,4 +81,4 @@ def sparsify_24_(model: nn.Module, *, filter_fn: FilterFn | None = None) -> nn.M
         except ValueError as err:
             raise ValueError(f"{fqn}: {err}") from None
 
-    return replace_modules_(model, lambda m, fqn: isinstance(m, nn.Linear) and filter_fn(m, fqn), factory)
+    return replace_modules_(model, factory, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and filter_fn(m, fqn))

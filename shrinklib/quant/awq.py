@@ -98,4 +98,4 @@ def awq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = WeightO
             layer.set_quantized(*awq_clip(module.weight, factors[fqn], stats[fqn].gram, config))
         return layer
 
-    return replace_modules_(model, lambda m, fqn: fqn in factors, to_quant_linear)
+    return replace_modules_(model, to_quant_linear, filter_fn=lambda m, fqn: fqn in factors)

@@ -169,7 +169,8 @@ def cluster_(model: nn.Module, config: ClusterConfig = ClusterConfig(), *,
     for fqn, m in picked.items():
         if bits <= 4 and m.in_features % 2:
             raise ValueError(f"{bits}-bit indices are stored two to a byte; {fqn} has odd in_features")
-    return replace_modules_(model, lambda m, fqn: fqn in picked, lambda m, fqn: ClusteredLinear.from_linear(m, bits, config.iters))
+    return replace_modules_(model, lambda m, fqn: ClusteredLinear.from_linear(m, bits, config.iters),
+                            filter_fn=lambda m, fqn: fqn in picked)
 
 
 class PQEmbedding(nn.Module):
@@ -250,5 +251,5 @@ def pq_embeddings_(model: nn.Module, config: PQConfig = PQConfig(), *,
         if centroids > m.num_embeddings:
             raise ValueError(f"centroids={centroids} is more than the {m.num_embeddings} rows of {fqn}; "
                              "leave it out with filter_fn")
-    return replace_modules_(model, lambda m, fqn: fqn in picked,
-                            lambda m, fqn: PQEmbedding.from_embedding(m, subvectors, centroids, config.iters))
+    return replace_modules_(model, lambda m, fqn: PQEmbedding.from_embedding(m, subvectors, centroids, config.iters),
+                            filter_fn=lambda m, fqn: fqn in picked)

@@ -119,4 +119,5 @@ def quantize_embeddings_(model: nn.Module, config: EmbeddingConfig = EmbeddingCo
         if bits <= 4 and m.embedding_dim % 2:
             raise ValueError(f"{bits}-bit levels are stored two to a byte; {fqn} has an odd embedding_dim")
     names = {fqn for fqn, _ in picked}
-    return replace_modules_(model, lambda m, fqn: fqn in names, lambda m, fqn: QuantEmbedding.from_embedding(m, bits))
+    return replace_modules_(model, lambda m, fqn: QuantEmbedding.from_embedding(m, bits),
+                            filter_fn=lambda m, fqn: fqn in names)

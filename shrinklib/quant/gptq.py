@@ -147,4 +147,4 @@ def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = Weight
         layer.set_quantized(*quantized[fqn])
         return layer
 
-    return replace_modules_(model, lambda m, fqn: fqn in quantized, to_quant_linear)
+    return replace_modules_(model, to_quant_linear, filter_fn=lambda m, fqn: fqn in quantized)

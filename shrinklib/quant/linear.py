@@ -371,5 +371,5 @@ def quantize_(model: nn.Module, config: QuantConfig = WeightOnly(), *, filter_fn
         raise ValueError("the model has no nn.Linear layer that filter_fn picks: nothing to quantize")
     check_layers_fit(dict(picked), config)
     names = {fqn for fqn, _ in picked}
-    replace_modules_(model, lambda m, fqn: fqn in names, lambda m, fqn: QuantLinear.from_linear(m, config))
+    replace_modules_(model, lambda m, fqn: QuantLinear.from_linear(m, config), filter_fn=lambda m, fqn: fqn in names)
     return share_input_quantization_(model) if isinstance(config, Int8Dynamic) else model

@@ -163,5 +163,5 @@ def quantize_mixed_(model: nn.Module, config: MixedPrecision, *, filter_fn: Filt
         if not isinstance(module, nn.Linear):
             raise TypeError(f"{fqn} is a {type(module).__name__}, not an nn.Linear")
         check_layers_fit({fqn: module}, config.layer_config(fqn))
-    return replace_modules_(model, lambda m, fqn: fqn in named,
-                            lambda m, fqn: QuantLinear.from_linear(m, config.layer_config(fqn)))
+    return replace_modules_(model, lambda m, fqn: QuantLinear.from_linear(m, config.layer_config(fqn)),
+                            filter_fn=lambda m, fqn: fqn in named)

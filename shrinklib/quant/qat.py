@@ -153,7 +153,8 @@ def qat_(model: nn.Module, config: QATConfig = QATConfig(), *, filter_fn: Filter
     picked = {fqn for fqn, m in matching_modules(model, filter_fn) if isinstance(m, nn.Linear)}
     if not picked:
         raise ValueError("the model has no nn.Linear layer that filter_fn picks: nothing to train quantized")
-    return replace_modules_(model, lambda m, fqn: fqn in picked, lambda m, fqn: QATLinear.from_linear(m, config))
+    return replace_modules_(model, lambda m, fqn: QATLinear.from_linear(m, config),
+                            filter_fn=lambda m, fqn: fqn in picked)
 
 
 def qat_layers(model: nn.Module) -> list[QATLinear]:
@@ -194,5 +195,5 @@ def convert_qat_(model: nn.Module) -> nn.Module:
         layer.set_quantized(levels, scale, torch.zeros_like(scale, dtype=torch.int32))
         return layer
 
-    replace_modules_(model, lambda m, fqn: isinstance(m, QATLinear), convert)
+    replace_modules_(model, convert, filter_fn=lambda m, fqn: isinstance(m, QATLinear))
     return share_input_quantization_(model)

@@ -53,8 +53,8 @@ def smoothquant_(model: nn.Module, batches: Iterable[dict], config: Int8Dynamic 
     modules = weighted_modules(model, filter_fn, what="quantizable layer")
     stats = input_statistics(model, batches, modules, max_batches=max_batches)
     factors = {fqn: smoothing_factors(stats[fqn].abs_max, m.weight, alpha) for fqn, m in modules.items()}
-    replace_modules_(model, lambda m, fqn: fqn in factors,
-                     lambda m, fqn: QuantLinear.from_linear(m, config, smoothing=factors[fqn]))
+    replace_modules_(model, lambda m, fqn: QuantLinear.from_linear(m, config, smoothing=factors[fqn]),
+                     filter_fn=lambda m, fqn: fqn in factors)
     if isinstance(config, Int8Static):
         calibrate_(model, batches, config, max_batches=max_batches)
     return model

@@ -27,14 +27,23 @@ def test_a_dry_run_checks_times_and_keeps_one_row_per_kernel(capsys):
     assert bench.write("unused.csv") == 0 and "dry run ok: 4 timings (nothing written)" in capsys.readouterr().out
 
 
-def test_write_replaces_the_csv_with_the_rows(tmp_path):
-    bench = KernelBenchmark(False, "cpu", torch.float16, {"commit": "abc"})
-    bench.rows.extend([{"kernel": BASELINE, "median_ms": 2.0}, {"kernel": "k", "median_ms": 1.0}])
+def test_write_merges_the_rows_by_key_with_their_provenance(tmp_path):
+    from shrinklib.measure import provenance
+
+    stamp = {**provenance("cpu"), "triton_version": "3.x"}
+    bench = KernelBenchmark(False, "cpu", torch.float16, stamp)
+
+    def row(kernel, ms, m=8):
+        return {"shape": "s", "N": 4, "K": 4, "M": m, "kernel": kernel, "median_ms": ms, "dtype": "float16", **stamp}
+
     out = tmp_path / "results" / "kernels.csv"
-    out.parent.mkdir()
-    out.write_text("old,rows\n1,2\n")
+    bench.rows.extend([row(BASELINE, 2.0), row("k", 1.0)])
     assert bench.write(out) == 2
-    assert pd.read_csv(out).to_dict("records") == bench.rows
+    rerun = KernelBenchmark(False, "cpu", torch.float16, stamp)
+    rerun.rows.extend([row("k", 0.5), row("k", 3.0, m=16)])  # one measured again, one new
+    assert rerun.write(out) == 2
+    got = pd.read_csv(out).sort_values(["M", "kernel"]).reset_index(drop=True)
+    assert got[["M", "kernel", "median_ms"]].values.tolist() == [[8, BASELINE, 2.0], [8, "k", 0.5], [16, "k", 3.0]]
 
 
 def test_the_command_line_picks_a_dry_run_on_the_cpu():
