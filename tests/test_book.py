@@ -216,7 +216,7 @@ def test_prepare_builds_the_second_teacher():
     from shrinklib import zoo
 
     assert zoo.PREPARED_TEACHERS == (zoo.TeacherRecipe(), zoo.SECOND_TEACHER)
-    assert zoo.SECOND_TEACHER.seed != zoo.TeacherRecipe().seed
+    assert zoo.SECOND_TEACHER.training.seed != zoo.TeacherRecipe().training.seed
 
 
 # ---------------------------------------------------------------------------------------

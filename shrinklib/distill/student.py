@@ -117,7 +117,7 @@ def bilstm_student(teacher: nn.Module, tokenizer, *, hidden_size: int = 300) -> 
     their word2vec vectors, so it reads the teacher's tokenizer's batches. The LSTM and
     the classifier start at random: seed before calling for a reproducible student.
     """
-    _check_size(hidden_size, "hidden_size")
+    check_int("hidden_size", hidden_size, minimum=1, what="a positive int")
     if not isinstance(teacher, nn.Module) or not hasattr(teacher, "get_input_embeddings"):
         raise TypeError(f"teacher must be a model with get_input_embeddings(), got {type(teacher).__name__}")
     embeddings = teacher.get_input_embeddings().weight
