@@ -16,7 +16,7 @@ def prepare() -> None:
         start = time.perf_counter()
         zoo.teacher_folder("rt", recipe=recipe)
         info = zoo.teacher_training("rt", recipe=recipe)
-        print(f"teacher 'rt', seed {recipe.seed}: test accuracy {info['test_accuracy']:.4f}, "
+        print(f"teacher 'rt', seed {recipe.training.seed}: test accuracy {info['test_accuracy']:.4f}, "
               f"validation {info['validation_accuracy']:.4f}, {info['steps']} steps, trained in "
               f"{info['train_seconds']:.0f} s on {info['threads']} threads (ready after {time.perf_counter() - start:.0f} s)")
     start = time.perf_counter()
