@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from shrinklib._checks import is_int
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """``model`` with wrappers that hold it as ``.module`` (DistributedDataParallel, DataParallel) looked through."""
@@ -202,7 +204,7 @@ def vocab_size(model: nn.Module) -> int | None:
     if isinstance(embedding, nn.Embedding):
         return embedding.num_embeddings
     size = getattr(getattr(model, "config", None), "vocab_size", None)
-    if isinstance(size, int) and not isinstance(size, bool):
+    if is_int(size):
         return size
     embedding = input_embedding(model)
     return None if embedding is None else embedding.num_embeddings
@@ -210,7 +212,7 @@ def vocab_size(model: nn.Module) -> int | None:
 
 def _int_attribute(source, name: str) -> int | None:
     value = getattr(source, name, None)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if is_int(value) else None
 
 
 def pad_id(model: nn.Module | None = None, tokenizer=None, *, default: int | None = None) -> int | None:

@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from shrinklib._checks import is_number
+
 #: Okabe & Ito (2008) colour-blind-safe palette, black omitted.
 COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -129,9 +131,7 @@ def metric_vs_compression(
         _check_frame(df, {"x": x, "y": y, "hue": hue, "yerr": yerr})
     else:
         raise TypeError(f"yerr must be a column name, a (low, high) pair of columns or None, got {yerr!r}")
-    if baseline is not None and (
-        isinstance(baseline, bool) or not isinstance(baseline, Real) or not np.isfinite(baseline)
-    ):
+    if baseline is not None and not (is_number(baseline) and np.isfinite(baseline)):
         raise ValueError(f"baseline must be a finite number or None, got {baseline!r}")
     ax = _axes(ax)
     groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=False))

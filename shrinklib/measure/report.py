@@ -19,7 +19,7 @@ import math
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
 from typing import Iterable
 
@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from shrinklib._checks import check_number, is_number
 from shrinklib.measure.counts import count_parameters, nonzero_parameters
 from shrinklib.measure.forward import model_device
 from shrinklib.measure.latency import available_cpus, latency
@@ -93,14 +94,12 @@ def _text(name: str, value, *, empty_ok: bool = False) -> None:
 def _number(name: str, value, *, low: float = -math.inf, high: float = math.inf, optional: bool = False):
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or not low <= value <= high:
-        allowed = f"a finite number in [{low}, {high}]" + (" or None" if optional else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
+    allowed = f"a finite number in [{low}, {high}]" + (" or None" if optional else "")
+    return check_number(name, value, low=low, high=high, what=allowed)
 
 
 def _count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+    if not (is_number(value) and isinstance(value, Integral)) or value < 0:
         raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     return int(value)
 
