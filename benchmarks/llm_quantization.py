@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from shrinklib import calibration, data, measure, prune, quant, results, zoo  # noqa: E402
+from shrinklib import calibration, data, measure, quant, results, zoo  # noqa: E402
 from shrinklib.utils import comma_list, seed_everything  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "llm_quantization.csv"
