@@ -26,7 +26,7 @@ from shrinklib.quant.clustering import ClusterConfig, ClusteredLinear, PQConfig,
 from shrinklib.quant.configs import Int8Dynamic, Int8Static, LLMInt8, WeightOnly
 from shrinklib.quant.embedding import EmbeddingConfig, QuantEmbedding, quantize_embeddings_
 from shrinklib.quant.gptq import gptq_, gptq_quantize
-from shrinklib.quant.int_mm import cpu_int_mm_is_exact, int8_matmul
+from shrinklib.quant.int_mm import cpu_has_vnni, cpu_int8_is_fast, cpu_int_mm_is_exact, int8_matmul
 from shrinklib.quant.linear import (
     QuantLinear,
     SharedInputQuantization,
@@ -61,7 +61,7 @@ __all__ = [
     "search_clip",
     "WeightOnly", "Int8Dynamic", "Int8Static", "LLMInt8",
     "QuantLinear", "SharedInputQuantization", "quant_layers", "quantize_", "quantize_per_token",
-    "share_input_quantization_", "calibrate_", "cpu_int_mm_is_exact", "int8_matmul",
+    "share_input_quantization_", "calibrate_", "cpu_has_vnni", "cpu_int8_is_fast", "cpu_int_mm_is_exact", "int8_matmul",
     "EmbeddingConfig", "QuantEmbedding", "quantize_embeddings_",
     "ClusterConfig", "ClusteredLinear", "PQConfig", "PQEmbedding", "cluster_", "kmeans", "pq_embeddings_",
     "MixedPrecision", "allocate_bits", "hessian_traces", "quantize_mixed_",

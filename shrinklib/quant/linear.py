@@ -9,8 +9,8 @@ layers configured by one of (the configs live in :mod:`shrinklib.quant.configs`)
   directly. 2-4-bit levels are stored two to a byte.
 * :class:`Int8Dynamic`: int8 weights per output channel and int8 activations per token,
   quantized at run time from each row's absolute maximum; ``int8 x int8 -> int32`` on
-  ``torch._int_mm`` (CPU; :func:`~shrinklib.quant.int_mm.int8_matmul` keeps it exact
-  on CPUs without VNNI) or the W8A8 Triton kernel (GPU). The dynamic quantization of
+  :func:`~shrinklib.quant.int_mm.int8_matmul` (CPU: ``torch._int_mm`` where VNNI makes
+  it fast, exact fp32 matmuls elsewhere) or the W8A8 Triton kernel (GPU). The dynamic quantization of
   Q8BERT's inference and of ``torch.ao.quantization.quantize_dynamic`` (Zafrir et al.,
   2019, "Q8BERT: Quantized 8Bit BERT").
 * :class:`LLMInt8`: dynamic int8 except the few input features with outliers, which are

@@ -22,7 +22,7 @@ def test_int8_matmul_is_exact_over_the_full_int8_range(m, k, n):
 def test_int8_matmul_is_exact_where_onednn_saturates():
     """On an Intel CPU without VNNI (here imitated by capping oneDNN at AVX2) torch._int_mm saturates
     16-bit pair sums (an AMD EPYC with AVX2 only computed it exactly); whichever it does, the
-    probe says so and int8_matmul stays exact. Run in a child process, because oneDNN reads its
+    probe says so and int8_matmul stays exact (it calls torch._int_mm only where VNNI makes it fast). Run in a child process, because oneDNN reads its
     ISA cap once."""
     code = """
 import torch
@@ -40,13 +40,44 @@ print("ok")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
-def test_int8_matmul_split_path_is_exact(monkeypatch):
-    """The path taken where torch._int_mm saturates, forced on whatever CPU runs the test."""
-    from shrinklib.quant import int_mm as linear
+@pytest.mark.parametrize("k", [200, 1024, 2500])
+def test_int8_matmul_fp32_path_is_exact_past_fp32s_integers(monkeypatch, k):
+    """The path taken where torch._int_mm is slow or saturates, forced on whatever CPU runs the test.
+    All -128s at depth 2500 sum to 2500 * 2**14 > 2**24, which one fp32 matmul would round."""
+    from shrinklib.quant import int_mm
 
-    monkeypatch.setattr(linear, "cpu_int_mm_is_exact", lambda: False)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randint(-128, 128, (33, 200), generator=g, dtype=torch.int8)
-    w = torch.full((17, 200), -128, dtype=torch.int8)  # the extremes: |w| = 128 splits into two -64s
-    w[1::2] = 127
-    assert torch.equal(linear.int8_matmul(x, w), x.long().matmul(w.long().T).int())
+    monkeypatch.setattr(int_mm, "cpu_int8_is_fast", lambda: False)
+    g = torch.Generator().manual_seed(k)
+    x = torch.randint(-128, 128, (33, k), generator=g, dtype=torch.int8)
+    x[0] = -128
+    w = torch.randint(-128, 128, (17, k), generator=g, dtype=torch.int8)
+    w[0] = -128
+    w[1] = 127
+    exact = x.long().matmul(w.long().T)
+    assert exact.abs().max() > 2**24 or k <= int_mm.FP32_EXACT_DEPTH
+    assert torch.equal(int_mm.int8_matmul(x, w), exact.int())
+    assert int_mm.int8_matmul(x[:0], w).shape == (0, 17)
+
+
+def test_int8_matmul_fast_path_only_with_vnni(monkeypatch):
+    """torch._int_mm is called only where the CPU has VNNI and oneDNN uses it (an exact probe)."""
+    from shrinklib.quant import int_mm
+
+    int_mm.cpu_int8_is_fast.cache_clear()
+    monkeypatch.setattr(int_mm, "cpu_has_vnni", lambda: False)
+    assert not int_mm.cpu_int8_is_fast()
+    int_mm.cpu_int8_is_fast.cache_clear()
+    monkeypatch.setattr(int_mm, "cpu_has_vnni", lambda: True)
+    monkeypatch.setattr(int_mm, "cpu_int_mm_is_exact", lambda: False)
+    assert not int_mm.cpu_int8_is_fast()
+    int_mm.cpu_int8_is_fast.cache_clear()
+
+
+def test_int8_matmul_rejects_what_it_cannot_multiply():
+    x = torch.zeros(4, 8, dtype=torch.int8)
+    with pytest.raises(ValueError, match="2-D int8"):
+        int8_matmul(x.float(), x)
+    with pytest.raises(ValueError, match="2-D int8"):
+        int8_matmul(x[None], x)
+    with pytest.raises(ValueError, match="8 columns but w_q has 6"):
+        int8_matmul(x, torch.zeros(3, 6, dtype=torch.int8))
