@@ -14,8 +14,10 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from shrinklib._checks import check_int, check_number
+from shrinklib.rebuild import register_module
 
 
+@register_module
 class BiLSTMClassifier(nn.Module):
     """Embedding -> bidirectional LSTM -> max-pool over tokens -> linear classifier."""
 

@@ -8,6 +8,7 @@ import shrinklib
 from shrinklib import serialize, zoo
 
 
+@serialize.register_module  # load builds only registered classes
 class ScaledLinear(nn.Module):
     """A stand-in for a transform's module: a Linear with an int8 code buffer and a scale."""
 

@@ -7,7 +7,7 @@ the rows of the query, key and value projections and the columns of the attentio
 output projection that belong to a removed head are cut out, so the matrices shrink and
 the model gets faster. transformers 5 no longer has ``prune_heads`` and its config holds
 one head count for all layers, so each layer's new count is logged with
-``shrinklib.serialize.record_change`` and ``shrinklib.load`` rebuilds it.
+``shrinklib.rebuild.record_change`` and ``shrinklib.load`` rebuilds it.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib._checks import is_int
+from shrinklib._checks import check_positive_int, is_int
 from shrinklib.arch import Attention, attention_modules, slice_linear
 from shrinklib.prune.gates import check_layer_index, gate_importance
-from shrinklib.serialize import record_change, register_change
+from shrinklib.rebuild import record_change, register_change
 
 
 def _bert_attentions(model: nn.Module) -> list[Attention]:
@@ -78,4 +78,15 @@ def _set_head_count(attention: nn.Module, num_heads: int) -> None:
 
 @register_change("attention_heads")
 def _replay_heads(model: nn.Module, payload: dict) -> None:
-    _set_head_count(model.get_submodule(payload["fqn"]), payload["num_heads"])
+    """Replay a head count that ``shrinklib.load`` read: ``fqn`` must name an attention module
+    and ``num_heads`` be an int >= 1 that fits its (already sliced) query projection's ``out_features``."""
+    if set(payload) != {"fqn", "num_heads"} or not isinstance(payload["fqn"], str):
+        raise ValueError(f"an attention_heads change has the keys 'fqn' (a string) and 'num_heads', got {payload!r:.120}")
+    num_heads = check_positive_int("num_heads", payload["num_heads"])
+    attention = model.get_submodule(payload["fqn"])
+    size = getattr(attention, "attention_head_size", None)
+    width = getattr(getattr(attention, "query", None), "out_features", None)  # checked where the projection says
+    if not is_int(size) or (width is not None and width != num_heads * size):
+        raise ValueError(f"{payload['fqn']!r} is not an attention module whose query projection has "
+                         f"num_heads ({num_heads}) heads")
+    _set_head_count(attention, num_heads)

@@ -33,6 +33,7 @@ from shrinklib._checks import check_sparsity
 from shrinklib.prune.magnitude import select_smallest
 from shrinklib.prune.masks import set_mask_
 from shrinklib.prune.schedule import cubic_sparsity
+from shrinklib.rebuild import register_module
 from shrinklib.utils import FilterFn, encoder_linears, replace_modules_
 
 METHODS = ("hard", "soft")
@@ -51,6 +52,7 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
+@register_module
 class MovementLinear(nn.Module):
     """An ``nn.Linear`` whose weight is masked by learned movement scores."""
 

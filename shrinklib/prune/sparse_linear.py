@@ -15,11 +15,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from shrinklib.kernels.sparse24 import compress_24, decompress_24, sparse24_matmul
+from shrinklib.rebuild import register_module
 from shrinklib.utils import FilterFn, encoder_linears, replace_modules_
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
+@register_module
 class SparseLinear(nn.Module):
     """``y = x W^T + b`` with a 2:4-sparse ``W`` kept as ``values`` and ``meta`` buffers."""
 

@@ -32,6 +32,7 @@ from shrinklib._checks import check_int
 from shrinklib.kernels.int4_weight import pack_int4, unpack_int4
 from shrinklib.quant.embedding import check_untied
 from shrinklib.quant.primitives import check_bits
+from shrinklib.rebuild import register_module
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
 
@@ -110,6 +111,7 @@ def _load(stored: torch.Tensor, bits: int) -> torch.Tensor:
     return (unpack_int4(stored) if bits <= 4 else stored).long()
 
 
+@register_module
 class ClusteredLinear(nn.Module):
     """A Linear layer whose weights are ``2^bits`` shared values (a trainable codebook) and their indices."""
 
@@ -173,6 +175,7 @@ def cluster_(model: nn.Module, config: ClusterConfig = ClusterConfig(), *,
                             filter_fn=lambda m, fqn: fqn in picked)
 
 
+@register_module
 class PQEmbedding(nn.Module):
     """An embedding table stored as product-quantization codes: one byte per subvector of each row."""
 

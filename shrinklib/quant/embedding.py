@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from shrinklib.kernels.int4_weight import pack_int4, unpack_int4
 from shrinklib.quant.primitives import check_bits, choose_qparams, qrange, quantize, storage_dtype
+from shrinklib.rebuild import register_module
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
 
@@ -34,6 +35,7 @@ def all_embeddings(module: nn.Module, fqn: str) -> bool:
     return isinstance(module, nn.Embedding)
 
 
+@register_module
 class QuantEmbedding(nn.Module):
     """An ``nn.Embedding`` stored as ``bits``-bit integers with one fp32 scale per row."""
 

@@ -52,6 +52,7 @@ from shrinklib.quant.primitives import (
     quantize,
     storage_dtype,
 )
+from shrinklib.rebuild import register_module
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
 
@@ -164,6 +165,7 @@ def _packed(bits: int) -> bool:
     return bits <= 4
 
 
+@register_module
 class QuantLinear(nn.Module):
     """A Linear layer whose weight is stored as integers, computing as its ``config`` says.
 

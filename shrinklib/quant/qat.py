@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from shrinklib.quant.configs import Int8Dynamic, WeightOnly
 from shrinklib.quant.linear import QuantLinear, share_input_quantization_
 from shrinklib.quant.primitives import check_bits, qrange
+from shrinklib.rebuild import register_module
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
 WEIGHT_QUANTIZERS = ("minmax", "lsq", "ternary", "binary")
@@ -86,6 +87,7 @@ def fake_quantize_activations(x: torch.Tensor, bits: int) -> torch.Tensor:
     return _round_ste(x / scale).clamp(-qmax - 1, qmax) * scale
 
 
+@register_module
 class QATLinear(nn.Module):
     """A Linear layer that trains float weights through a weight (and activation) quantizer."""
 
