@@ -85,7 +85,7 @@ class _Checker:
                 self.typed(f"a key of {where}", key, (str,), "a string")
                 self.json(f"{where}[{key!r:.80}]", item, depth + 1)
         elif type(value) not in _JSON_SCALARS:
-            self.fail(where, f"is a {type(value).__name__}, not a JSON value")
+            self.fail(where, f"is a Python {type(value).__name__}, not a JSON value")
 
     def fqn(self, where: str, value, *, root: bool) -> str:
         self.typed(where, value, (str,), "a dotted name")
