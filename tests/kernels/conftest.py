@@ -13,6 +13,8 @@ import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before a test file imports triton itself)
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 #: Settings of every kernel property test: reproducible, no deadline (the interpreter is slow).
