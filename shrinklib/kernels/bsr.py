@@ -29,6 +29,7 @@ from shrinklib.kernels.launch import (
     check_blocks,
     check_contiguous,
     check_devices,
+    check_same_device,
     check_operand,
     check_shape,
     dot_precision,
@@ -73,8 +74,8 @@ def to_bsr(weight: torch.Tensor, block: tuple[int, int]) -> tuple[torch.Tensor, 
 def _check_bsr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor) -> tuple[int, int, int]:
     """``(N, BN, BK)`` of the weight that ``(crow, col, values)`` encode, once the three are checked.
 
-    Their types, dtypes and shapes, and that they share a device; what the indices hold is
-    :func:`_check_indices`'s part.
+    Their types, dtypes and shapes, and that they share a device (any one: the reference
+    runs wherever torch does); what the indices hold is :func:`_check_indices`'s part.
     """
     check_operand("values", values, "a tensor (blocks, BN, BK) from to_bsr", ndim=3, layout="(blocks, BN, BK)")
     for name, t in (("crow", crow), ("col", col)):
@@ -84,7 +85,7 @@ def _check_bsr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor) -> t
                          f"{tuple(crow.shape)}")
     blocks, bn, bk = values.shape
     check_shape("col", col, (blocks,), "(blocks,)", ", one block-column per stored block")
-    check_devices(crow=crow, col=col, values=values)
+    check_same_device(crow=crow, col=col, values=values)
     return (crow.numel() - 1) * bn, bn, bk
 
 
@@ -143,13 +144,16 @@ def bsr_matmul_ref(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, value
                    n: int) -> torch.Tensor:
     """Reference: ``x @ W.T`` with ``W`` ``(n, K)`` rebuilt dense, accumulated in fp32, cast to ``x.dtype``.
 
-    Validated as :func:`bsr_matmul` validates, but for ``x``'s dtype and the block sizes
-    (the reference takes any), and ``n`` must be the weight's rows.
+    Validated as :func:`bsr_matmul` validates, but for ``x``'s dtype, the block sizes, the
+    contiguity of the indices and which device (the reference takes any), and ``n`` must be
+    the weight's rows.
     """
     n_rows, _, bk = _check_bsr(crow, col, values)
     if n != n_rows:
         raise ValueError(f"n ({n}) must be the rows of the BSR weight, (len(crow) - 1) * BN = {n_rows}")
-    w = bsr_to_dense(crow, col, values, (n, _check_k(x, bk)))
+    k = _check_k(x, bk)
+    check_same_device(x=x, crow=crow, col=col, values=values)
+    w = bsr_to_dense(crow, col, values, (n, k))
     return (x.float() @ w.float().T).to(x.dtype)
 
 

@@ -33,6 +33,7 @@ from shrinklib.kernels.launch import (
     INTEGER_DTYPES,
     check_activations,
     check_devices,
+    check_same_device,
     check_operand,
     check_shape,
     check_width,
@@ -79,17 +80,19 @@ def _check_weight(packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.T
     check_shape("scale", scale, groups, "(N, ceil(K/group_size))")
     check_operand("zero_point", zero_point, "an integer tensor (N, ceil(K/group_size))", dtypes=INTEGER_DTYPES)
     check_shape("zero_point", zero_point, groups, "(N, ceil(K/group_size))")
-    check_devices(packed=packed, scale=scale, zero_point=zero_point)
+    check_same_device(packed=packed, scale=scale, zero_point=zero_point)
 
 
 def w4a16_matmul_ref(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                      group_size: int) -> torch.Tensor:
     """Reference: ``x @ W.T`` with ``W`` unpacked and dequantized, in fp32, cast to ``x.dtype``.
 
-    Validated as :func:`w4a16_matmul` validates, but for ``x``'s dtype and the devices of ``x``.
+    Validated as :func:`w4a16_matmul` validates, but for ``x``'s dtype and which device
+    (any, as long as it is one).
     """
     _check_weight(packed, scale, zero_point, group_size)
     check_operand("x", x, "a tensor (..., K)")
+    check_same_device(x=x, packed=packed, scale=scale, zero_point=zero_point)
     check_width(x, 2 * packed.shape[1], k_is="K = 2 * packed.shape[1]", packed=packed)
     q = unpack_int4(packed).float()
     k = q.shape[1]

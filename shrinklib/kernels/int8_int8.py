@@ -28,6 +28,7 @@ from shrinklib.kernels.launch import (
     SMALLEST_INT8_K,
     check_blocks,
     check_devices,
+    check_same_device,
     check_operand,
     check_shape,
     check_width,
@@ -62,7 +63,11 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_args(x_q, x_scale, w_q, w_scale, out_dtype) -> None:
-    """Dtypes, shapes and one device for the four operands, ``out_dtype``, and ``K`` within :data:`MAX_K`."""
+    """Dtypes, shapes and one device for the four operands, ``out_dtype``, and ``K`` within :data:`MAX_K`.
+
+    Shared with the reference, which runs on any device: the launcher checks that the device
+    is one the kernel runs on.
+    """
     for name, t in (("x_q", x_q), ("w_q", w_q)):
         check_operand(name, t, "an int8 tensor", dtypes=(torch.int8,))
     for name, t in (("x_scale", x_scale), ("w_scale", w_scale)):
@@ -72,7 +77,7 @@ def _check_args(x_q, x_scale, w_q, w_scale, out_dtype) -> None:
                         "(bf16 is wrong under Triton's interpreter)")
     check_operand("w_q", w_q, "an int8 tensor", ndim=2, layout="(N, K)")
     n, k = w_q.shape
-    check_devices(x_q=x_q, x_scale=x_scale, w_q=w_q, w_scale=w_scale)
+    check_same_device(x_q=x_q, x_scale=x_scale, w_q=w_q, w_scale=w_scale)
     check_width(x_q, k, name="x_q", w_q=w_q)
     check_shape("x_scale", x_scale, x_q.shape[:-1], "x_q.shape[:-1]", ", one per token")
     check_shape("w_scale", w_scale, (n,), "(N,)", ", one per output channel")
@@ -87,7 +92,7 @@ def w8a8_matmul_ref(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor,
     The product is computed in float64, which is exact here on any device (every partial
     sum is an integer below ``2^31 < 2^53``), then held as int32; the scaling is done in
     fp32 in the kernel's order and cast to ``out_dtype``. Validated as :func:`w8a8_matmul`
-    validates, but for the block sizes.
+    validates, but for the block sizes and which device (any, as long as it is one).
     """
     _check_args(x_q, x_scale, w_q, w_scale, out_dtype)
     acc = (x_q.double() @ w_q.double().T).to(torch.int32)
@@ -137,6 +142,7 @@ def w8a8_matmul(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_s
     """
     _check_args(x_q, x_scale, w_q, w_scale, out_dtype)
     n, k = w_q.shape
+    check_devices(x_q=x_q, x_scale=x_scale, w_q=w_q, w_scale=w_scale)
     check_blocks(block_k=block_k, minimum=SMALLEST_INT8_K, why="an int8 tl.dot's smallest K on a GPU")
     run = tiled_matmul(x_q, n, out_dtype, block_m, block_n, block_k)
     if not run.empty:

@@ -26,6 +26,7 @@ import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel
 from shrinklib.kernels.launch import (
     check_activations,
     check_devices,
+    check_same_device,
     check_operand,
     check_shape,
     check_width,
@@ -39,16 +40,18 @@ def _check_weight(qweight: torch.Tensor, scale: torch.Tensor) -> None:
     check_operand("qweight", qweight, "an int8 tensor (N, K)", dtypes=(torch.int8,), ndim=2, layout="(N, K)")
     check_operand("scale", scale, "a float32 tensor (N,)", dtypes=(torch.float32,))
     check_shape("scale", scale, qweight.shape[:1], "(N,)", ", one per output channel")
-    check_devices(qweight=qweight, scale=scale)
+    check_same_device(qweight=qweight, scale=scale)
 
 
 def w8a16_matmul_ref(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Reference: ``x @ (qweight * scale[:, None]).T`` in fp32, cast to ``x.dtype``.
 
-    Validated as :func:`w8a16_matmul` validates, but for ``x``'s dtype and the devices of ``x``.
+    Validated as :func:`w8a16_matmul` validates, but for ``x``'s dtype and which device
+    (any, as long as it is one).
     """
     _check_weight(qweight, scale)
     check_operand("x", x, "a tensor (..., K)")
+    check_same_device(x=x, qweight=qweight, scale=scale)
     check_width(x, qweight.shape[1], qweight=qweight)
     w = qweight.float() * scale[:, None]
     return (x.float() @ w.T).to(x.dtype)

@@ -9,8 +9,8 @@ kernel computes *before* launching, and those checks live here, once:
 * :func:`check_operand` - a tensor of the right dtype(s) and number of dimensions;
   :func:`check_shape` - a tensor of one exact shape; :func:`check_width` - the
   activation's last dimension is the weight's ``K``;
-* :func:`check_devices` - every tensor of one call on one device, one the kernels run on
-  (a CUDA GPU; the CPU too under the interpreter);
+* :func:`check_same_device` - every tensor of one call on one device; :func:`check_devices`
+  - and that device one the kernels run on (a CUDA GPU; the CPU too under the interpreter);
 * :func:`check_contiguous` - a tensor the kernel reads as a flat array (no strides);
 * :func:`check_activations` - the activation is fp16 or fp32 (bf16 arithmetic is wrong
   under Triton's interpreter, DESIGN.md section 3);
@@ -117,18 +117,28 @@ def check_width(x: torch.Tensor, k: int, *, name: str = "x", k_is: str = "K", **
     return k
 
 
-def check_devices(**tensors: torch.Tensor) -> torch.device:
-    """The one device of ``tensors`` (name=tensor), which a kernel can launch on, else ``ValueError`` naming them.
+def check_same_device(**tensors: torch.Tensor) -> torch.device:
+    """The one device of ``tensors`` (name=tensor), else ``ValueError`` naming two that differ.
 
-    Every tensor of one call must be on one device: the kernel gets raw pointers and would
-    read another device's addresses as its own. That device must be one in
-    :data:`KERNEL_DEVICES`: a CUDA GPU, and the CPU too under the interpreter.
+    Every tensor of one kernel call must be on one device: the kernel gets raw pointers and
+    would read another device's addresses as its own. The references and the helpers that
+    check a compressed weight need this much and no more: they run wherever torch does.
     """
     (first, device), *rest = ((name, t.device) for name, t in tensors.items())
     for name, other in rest:
         if other != device:
             raise ValueError(f"{name} is on {other} but {first} is on {device}: every tensor of one kernel call "
                              "must be on one device")
+    return device
+
+
+def check_devices(**tensors: torch.Tensor) -> torch.device:
+    """The one device of ``tensors`` (name=tensor), which a kernel can launch on, else ``ValueError`` naming them.
+
+    :func:`check_same_device`, and that device must be one in :data:`KERNEL_DEVICES`: a
+    CUDA GPU, and the CPU too under the interpreter. A launcher calls it on every operand.
+    """
+    device = check_same_device(**tensors)
     if device.type not in KERNEL_DEVICES:
         mode = "under Triton's interpreter" if INTERPRETED else "compiled"
         raise ValueError(f"{', '.join(tensors)} {'is' if len(tensors) == 1 else 'are'} on {device}, where the "

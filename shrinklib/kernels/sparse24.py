@@ -25,6 +25,7 @@ import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel
 from shrinklib.kernels.launch import (
     check_activations,
     check_devices,
+    check_same_device,
     check_operand,
     check_shape,
     check_width,
@@ -66,8 +67,9 @@ def _check_compressed(values: torch.Tensor, meta: torch.Tensor) -> tuple[int, in
     ``values`` is 2-D ``(N, K/2)`` with ``K/2`` even (``K`` a multiple of 4: the kernel
     reads ``meta`` at group ``k // 4`` for every ``k < K``, so an odd ``K/2`` would read one
     group past it), ``meta`` is uint8 of shape exactly ``(N, K/4)``, and both are on one
-    device. The 2-bit codes inside ``meta`` are not read here: that would cost a device
-    sync on every call, and a wrong code cannot make the kernel read outside a buffer.
+    device (any one: the reference and :func:`decompress_24` run wherever torch does). The
+    2-bit codes inside ``meta`` are not read here: that would cost a device sync on every
+    call, and a wrong code cannot make the kernel read outside a buffer.
     """
     check_operand("values", values, "a tensor (N, K/2) from compress_24", ndim=2, layout="(N, K/2)")
     check_operand("meta", meta, "a uint8 tensor (N, K/4) from compress_24", dtypes=(torch.uint8,))
@@ -76,7 +78,7 @@ def _check_compressed(values: torch.Tensor, meta: torch.Tensor) -> tuple[int, in
         raise ValueError(f"values must have an even number of columns, K/2 with K a multiple of 4 (two kept entries "
                          f"per group of four), got shape {tuple(values.shape)}")
     check_shape("meta", meta, (n, half // 2), "(N, K/4)", f" for values {tuple(values.shape)}")
-    check_devices(values=values, meta=meta)
+    check_same_device(values=values, meta=meta)
     return n, 2 * half
 
 
@@ -95,11 +97,13 @@ def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
 def sparse24_matmul_ref(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     """Reference: ``x @ W.T`` with ``W`` decompressed, accumulated in fp32, cast to ``x.dtype``.
 
-    ``values`` and ``meta`` are checked as for :func:`sparse24_matmul`, and ``x``'s last
-    dimension must be ``K``; ``x``'s dtype is not (any dtype ``@`` takes).
+    ``values`` and ``meta`` are checked as for :func:`sparse24_matmul`, ``x``'s last
+    dimension must be ``K`` and all three must be on one device; ``x``'s dtype is not
+    checked (any dtype ``@`` takes), nor is the device (any one torch runs on).
     """
     _, k = _check_compressed(values, meta)
     check_operand("x", x, "a tensor (..., K)")
+    check_same_device(x=x, values=values, meta=meta)
     check_width(x, k, k_is="K = 2 * values.shape[1]", values=values)
     return (x.float() @ decompress_24(values, meta).float().T).to(x.dtype)
 

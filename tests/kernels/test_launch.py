@@ -14,6 +14,7 @@ from shrinklib.kernels.launch import (
     check_contiguous,
     check_devices,
     check_operand,
+    check_same_device,
     check_shape,
     check_width,
     default_block_m,
@@ -104,6 +105,7 @@ def test_the_shared_checks_return_what_they_checked():
     assert check_shape("t", t, (3, 4), "(N, K)") is t and check_contiguous("t", t) is t
     assert check_width(torch.zeros(2, 5, 4), 4, w=t) == 4
     assert check_devices(a=t, b=torch.ones(1)) == torch.device("cpu")
+    assert check_same_device(a=t.to("meta"), b=torch.ones(1, device="meta")) == torch.device("meta")
     assert LARGEST_TILE == 2 ** 20 and ("cpu" in KERNEL_DEVICES) == INTERPRETED
 
 
@@ -144,3 +146,29 @@ def test_the_largest_tiles_triton_takes_pass_and_a_minimum_can_be_raised():
 def test_bad_input_to_the_shared_checks(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_where_the_kernels_cannot_run_the_references_and_packers_still_do(monkeypatch):
+    """On a GPU machine (compiled kernels) the references, packers and decompressors take CPU tensors;
+    only a launcher refuses them: simulated here by taking the CPU off the kernels' devices."""
+    from shrinklib.kernels import launch
+    from shrinklib.kernels.bsr import bsr_matmul, bsr_matmul_ref, bsr_to_dense, to_bsr
+    from shrinklib.kernels.int4_weight import pack_int4, w4a16_matmul, w4a16_matmul_ref
+    from shrinklib.kernels.int8_int8 import quantize_per_token, w8a8_matmul, w8a8_matmul_ref
+    from shrinklib.kernels.int8_weight import w8a16_matmul, w8a16_matmul_ref
+    from shrinklib.kernels.sparse24 import compress_24, decompress_24, sparse24_matmul, sparse24_matmul_ref
+
+    monkeypatch.setattr(launch, "KERNEL_DEVICES", ("cuda",))
+    x, w = torch.randn(2, 32), torch.zeros(16, 32)
+    sparse, bsr = compress_24(w), to_bsr(w, (16, 16))
+    int4 = (pack_int4(torch.zeros(16, 32, dtype=torch.uint8)), torch.ones(16, 1), torch.zeros(16, 1, dtype=torch.uint8),
+            32)
+    int8 = (torch.zeros(16, 32, dtype=torch.int8), torch.ones(16))
+    decompress_24(*sparse), bsr_to_dense(*bsr, (16, 32))
+    sparse24_matmul_ref(x, *sparse), bsr_matmul_ref(x, *bsr, 16), w4a16_matmul_ref(x, *int4)
+    w8a16_matmul_ref(x, *int8), w8a8_matmul_ref(*quantize_per_token(x), *int8)
+    for launch_kernel in (lambda: sparse24_matmul(x, *sparse), lambda: bsr_matmul(x, *bsr),
+                          lambda: w4a16_matmul(x, *int4), lambda: w8a16_matmul(x, *int8),
+                          lambda: w8a8_matmul(*quantize_per_token(x), *int8)):
+        with pytest.raises(ValueError, match="are on cpu, where the kernels cannot run: .* take tensors on cuda"):
+            launch_kernel()
