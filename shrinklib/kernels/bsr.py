@@ -29,8 +29,8 @@ from shrinklib.kernels.launch import (
     check_blocks,
     check_contiguous,
     check_devices,
-    check_same_device,
     check_operand,
+    check_same_device,
     check_shape,
     dot_precision,
     tiled_matmul,
@@ -102,8 +102,9 @@ def _check_indices(crow: torch.Tensor, col: torch.Tensor, blocks: int, k: int, b
                             (col < 0).any(), (col >= k_blocks).any()]).tolist()
     start, end, decreasing, negative, past = verdicts
     if start or end or decreasing:
+        found = f"crow[0] = {int(crow[0])}, crow[-1] = {int(crow[-1])}" + (", and it decreases" if decreasing else "")
         raise ValueError(f"crow must run from 0 to the number of stored blocks (values.shape[0] = {blocks}) without "
-                         f"decreasing, as to_bsr makes it; got {crow.tolist() if crow.numel() <= 20 else 'another'}")
+                         f"decreasing, as to_bsr makes it; got {found}")
     if negative:
         raise ValueError(f"col holds a negative block-column ({int(col.min())}); block-columns count from 0")
     if past:

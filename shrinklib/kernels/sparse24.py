@@ -25,8 +25,8 @@ import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel
 from shrinklib.kernels.launch import (
     check_activations,
     check_devices,
-    check_same_device,
     check_operand,
+    check_same_device,
     check_shape,
     check_width,
     dot_precision,
