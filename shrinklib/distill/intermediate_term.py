@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from shrinklib._checks import check_weight
+from shrinklib._checks import check_mapping, check_weight
 from shrinklib.arch import attention_modules, bert_backbone
 from shrinklib.data import model_inputs
 from shrinklib.distill.intermediate_losses import (
@@ -36,8 +36,7 @@ LOSSES = ("embedding", "hidden", "attention", "cosine", "pkd", "minilm_attention
 
 
 def _check_weights(weights) -> dict[str, float]:
-    if not isinstance(weights, Mapping):
-        raise TypeError(f"weights must be a mapping from loss name to weight, got {type(weights).__name__}")
+    check_mapping("weights", weights)
     if not weights:
         raise ValueError(f"weights must pick at least one loss of {LOSSES}, got an empty mapping")
     out = {}
@@ -85,12 +84,20 @@ class IntermediateDistillation(nn.Module):
     exactly its projections. Each call runs the teacher without gradients on the batch
     without ``labels`` (moving it to the batch's device first if needed) and keeps the
     unweighted value of each loss in ``last_terms``.
+
+    Every argument is checked, and every Linear layer the hooks need is found, before either
+    model is touched: a refused term leaves both as they were. ``TypeError`` for models that
+    are not BERT-like or ``weights`` that is not a mapping; ``ValueError`` for the rest
+    (an unknown loss, a weight that is not a finite number >= 0, a bad ``layer_map``,
+    widths or head counts a picked loss cannot compare, the same model twice).
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, *, layer_map: Sequence[int] | None = None,
                  weights: Mapping[str, float], relation_heads: int | None = None):
         super().__init__()
         teacher_base, student_base = bert_backbone(teacher, "teacher"), bert_backbone(student, "student")
+        if student is teacher:
+            raise ValueError("student and teacher must be two models, got the same one twice")
         self.weights = _check_weights(weights)
         tc, sc = teacher.config, student.config
         check_same_vocabulary(student, teacher)

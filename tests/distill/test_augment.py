@@ -236,8 +236,12 @@ def test_bad_input(tokenizer, embeddings):
         WordNeighbours(tokenizer, embeddings, words="good")
     with pytest.raises(TypeError, match="word must be a str"):
         WordNeighbours(tokenizer, embeddings, words=["good"]).neighbours(3)
-    with pytest.raises(ValueError, match="unknown source 'imdb'; choose one of 'bbc', 'hamlet'"):
+    # The choice goes through shrinklib._checks.check_choice (issue 17): its one message shape names
+    # the argument, and a list (unhashable) is refused the same way instead of "unhashable type".
+    with pytest.raises(ValueError, match="source must be one of 'bbc', 'hamlet', got 'imdb'"):
         unlabelled_sentences("imdb", 10)
+    with pytest.raises(ValueError, match=r"source must be one of 'bbc', 'hamlet', got \['bbc'\]"):
+        unlabelled_sentences(["bbc"], 10)
     with pytest.raises(ValueError, match="n must be a positive int, got 0"):
         unlabelled_sentences("hamlet", 0)
     with pytest.raises(ValueError, match=r"n=1000000 is more than the \d+ distinct sentences of 'hamlet'"):

@@ -219,8 +219,11 @@ def test_bad_input_of_the_new_functions(padded_batch):
         stored_logit_distillation()(bert, dict(batch, teacher_logits=torch.zeros(5, 3)), bert(**batch))
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         vocab_size("bert")
-    with pytest.raises(TypeError, match="model must be an nn.Module"):
+    # check_same_vocabulary now names its own argument (issue 17), not vocab_size's "model"
+    with pytest.raises(TypeError, match="teacher must be an nn.Module, got NoneType"):
         check_same_vocabulary(bert, None)
+    with pytest.raises(TypeError, match=r"teachers\[2\] must be an nn.Module, got str"):
+        check_same_vocabulary(bert, "bert", teacher_name="teachers[2]")
     other = zoo.tiny_bert(vocab_size=50, seed=1)
     data = Dataset.from_dict({"text": ["a"], "label": [0]})
     for alpha in (-0.1, 1.5, True, "0.5"):
