@@ -31,6 +31,7 @@ from shrinklib.distill.intermediate_losses import (
 from shrinklib.distill.layer_map import check_layer_map
 from shrinklib.distill.layer_map import layer_map as make_layer_map
 from shrinklib.distill.logits import check_same_vocabulary
+from shrinklib.measure.forward import evaluating
 
 LOSSES = ("embedding", "hidden", "attention", "cosine", "pkd", "minilm_attention", "minilm_value")
 
@@ -68,15 +69,16 @@ class IntermediateDistillation(nn.Module):
     in the ``hidden_states`` numbering (default ``layer_map(S, N, "uniform")``).
 
     Building the term sets ``student.config.output_hidden_states`` so that ``fit``'s
-    plain ``model(**batch)`` returns the hidden states the term reads, and puts the
-    teacher in eval mode. Attention maps and MiniLM's queries, keys and values are
+    plain ``model(**batch)`` returns the hidden states the term reads; the teacher runs in
+    eval mode on each call and gets its own modes back. Attention maps and MiniLM's queries, keys and values are
     caught by forward hooks on the ``attention.self.query/key/value`` Linear layers that
     the picked losses need, and the maps are ``softmax(Q K^T / sqrt(d_head))`` over the
     real keys, which is what eager attention computes. They are not read from
     ``outputs.attentions``: SDPA attention (the default) returns none, and eager attention
     returns the maps *after* attention dropout while the student trains, which would bias
     the MSE towards flat maps. So both models keep their attention implementation.
-    :meth:`remove` (or leaving a ``with`` block) takes the hooks off and restores the flag.
+    :meth:`remove` (or leaving a ``with`` block) takes the hooks off and restores the flag,
+    so both models are then as they were before the term was built.
 
     The term owns the projections ``nn.Linear(d_s, d_t)`` (one per student layer for
     ``"hidden"``, one for ``"embedding"``), created only when the widths differ; teacher
@@ -148,7 +150,7 @@ class IntermediateDistillation(nn.Module):
         self._wanted = {role: sorted(keys) for role, keys in wanted.items()}
 
         # Held, not registered: the term's parameters are its projections only.
-        object.__setattr__(self, "teacher", teacher.eval())
+        object.__setattr__(self, "teacher", teacher)
         object.__setattr__(self, "student", student)
         self.last_terms: dict[str, float] = {}
         self._needs_hidden = bool({"embedding", "hidden", "cosine", "pkd"} & set(self.weights))
@@ -202,7 +204,7 @@ class IntermediateDistillation(nn.Module):
         if next(self.teacher.parameters()).device != mask.device:
             self.teacher.to(mask.device)
         ct.clear()
-        with torch.no_grad():
+        with torch.no_grad(), evaluating(self.teacher):
             teacher_out = self.teacher(**inputs, output_hidden_states=self._needs_hidden)
 
         s, g, w = len(self.layer_map), self.layer_map, self.weights

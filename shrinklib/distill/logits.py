@@ -131,12 +131,13 @@ def check_same_vocabulary(student: nn.Module, teacher: nn.Module, *, teacher_nam
 
 
 def run_teacher(teacher: nn.Module, batch: dict) -> torch.Tensor:
-    """The teacher's logits on ``batch``: its model inputs only, no gradient, on the batch's device.
+    """The teacher's logits on ``batch``: its model inputs only, in eval mode, no gradient, on the batch's device.
 
     ``batch`` is stripped by :func:`shrinklib.data.model_inputs` (no ``labels``, no stored
     teacher targets); a teacher on another device than the batch's tensors is moved there
-    first. The teacher's mode is left as it is (the terms put it in eval mode).
-    ``TypeError`` for a teacher that is not an ``nn.Module`` or a batch that is not a mapping.
+    first. The teacher runs in eval mode and gets its own modes back afterwards, so a term
+    never leaves a trace on it. ``TypeError`` for a teacher that is not an ``nn.Module`` or
+    a batch that is not a mapping.
     """
     check_instance("teacher", teacher, nn.Module, what="an nn.Module")
     inputs = model_inputs(batch)
@@ -144,24 +145,23 @@ def run_teacher(teacher: nn.Module, batch: dict) -> torch.Tensor:
     first = next(teacher.parameters(), None)
     if device is not None and first is not None and first.device != device:
         teacher.to(device)
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(teacher):
         return teacher(**inputs).logits
 
 
 def teacher_term(teacher: nn.Module, loss_of_logits: Callable) -> train.LossTerm:
     """A ``fit`` term ``loss_of_logits(student_logits, teacher_logits, batch)`` with the teacher run on the batch.
 
-    The one way a live teacher joins training: the teacher goes to eval mode, each call
-    checks that it shares the student's vocabulary (:func:`check_same_vocabulary`) and
-    runs it without gradients on the batch (:func:`run_teacher`). ``TypeError`` for a
-    teacher that is not an ``nn.Module`` or a ``loss_of_logits`` that is not callable,
-    raised before the teacher's mode is touched.
+    The one way a live teacher joins training: each call checks that the teacher shares
+    the student's vocabulary (:func:`check_same_vocabulary`) and runs it in eval mode
+    without gradients on the batch (:func:`run_teacher`, which gives the teacher its modes
+    back). ``TypeError`` for a teacher that is not an ``nn.Module`` or a ``loss_of_logits``
+    that is not callable.
     """
     check_instance("teacher", teacher, nn.Module, what="an nn.Module")
     if not callable(loss_of_logits):
         raise TypeError(f"loss_of_logits must be callable as fn(student_logits, teacher_logits, batch), "
                         f"got {type(loss_of_logits).__name__}")
-    teacher.eval()
 
     def term(model, batch, outputs) -> torch.Tensor:
         check_same_vocabulary(model, teacher)
@@ -178,8 +178,8 @@ def logit_distillation(teacher: nn.Module, *, temperature: float = 2.0, weight: 
     The teacher runs in eval mode without gradients on the same batch (labels removed),
     moved to the batch's device if it is elsewhere. Each call checks that student
     and teacher share a vocabulary (:func:`check_same_vocabulary`). ``temperature`` (> 0)
-    and ``weight`` (>= 0) must be finite numbers; every argument is checked before the
-    teacher is put in eval mode.
+    and ``weight`` (>= 0) must be finite numbers. The teacher itself is never changed:
+    building the term does not touch it, and each call gives it its modes back.
     """
     temperature = check_temperature(temperature)
     weight = check_weight(weight)
@@ -221,19 +221,27 @@ def stored_logit_distillation(*, temperature: float = 2.0, weight: float = 1.0, 
 
 @contextlib.contextmanager
 def _restored_on_failure(model: nn.Module):
-    """Inside: ``model`` as it is; if the block raises an ``Exception``, its weights, buffers and
-    modes are put back (from a CPU copy) before the exception goes on. An interrupt
+    """Inside: ``model`` as it is; if the block raises an ``Exception``, what training can change is
+    put back before the exception goes on: the weights and buffers (from a CPU copy), and the
+    attributes of every submodule and of ``model.config`` (modes, the flags and wrappers that
+    Accelerate sets, the ``problem_type`` that a Hugging Face loss sets). An interrupt
     (``KeyboardInterrupt``) keeps what training did so far."""
     saved = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    modes = [(m, m.training) for m in model.modules()]
+    owners = [*model.modules()]
+    if hasattr(getattr(model, "config", None), "__dict__"):
+        owners.append(model.config)
+    attributes = [(owner, dict(vars(owner))) for owner in owners]
     try:
         yield model
     except Exception:
         with torch.no_grad():
             for key, value in model.state_dict().items():
                 value.copy_(saved[key])
-        for module, training in modes:
-            module.training = training
+        for owner, before in attributes:
+            now = vars(owner)
+            for key in [k for k in now if k not in before]:
+                del now[key]
+            now.update(before)
         raise
 
 
@@ -254,10 +262,10 @@ def distill(student: nn.Module, teacher: nn.Module, train_data, config: TrainCon
     Checked before anything runs: ``student`` and ``teacher`` are two ``nn.Module``\ s with one
     vocabulary, ``train_data`` is iterable (``fit`` checks the rest of it, and ``tokenizer``
     and ``eval_data``), ``alpha`` is a finite number in [0, 1], ``temperature`` a finite
-    number > 0, ``loss`` "kl" or "mse". The teacher is run in eval mode and its modes are
-    given back afterwards. If training fails (an exception from ``fit``, a bad batch at
-    step 100), the student gets back the weights and modes it had before the call (a CPU
-    copy is kept while it trains); an interrupt keeps what training did so far.
+    number > 0, ``loss`` "kl" or "mse". The teacher is run in eval mode and keeps its own
+    modes. If training fails (an exception from ``fit``, a bad batch at step 100), the
+    student gets back the weights, modes and attributes it had before the call (a CPU copy
+    of its state is kept while it trains); an interrupt keeps what training did so far.
 
     Teacher assistants (Mirzadeh et al., 2020, "Improved Knowledge Distillation via
     Teacher Assistant"): when the gap between teacher and student is large, distil in
@@ -277,7 +285,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_data, config: TrainCon
     check_same_vocabulary(student, teacher)
     temperature = check_temperature(temperature)
     loss = check_choice("loss", loss, LOSSES)
-    with evaluating(teacher), _restored_on_failure(student):
+    with _restored_on_failure(student):
         extra = {"kd": logit_distillation(teacher, temperature=temperature, weight=float(alpha), loss=loss)
                  } if alpha > 0 else {}
         return train.fit(student, train_data, dataclasses.replace(config, task_loss_weight=1.0 - alpha),

@@ -44,7 +44,16 @@ def student_with_pruned_ffn(teacher: nn.Module, layers: Sequence[int], batches: 
         check_positive_int("max_batches", max_batches)
     student = student_from_teacher(teacher, layers)  # checks the teacher and the layers first
     checked = (check_mapping(f"batches[{i}]", batch) for i, batch in enumerate(batches))
-    scores = neuron_importance(teacher, checked, max_batches=max_batches)
+    # A Hugging Face classifier that computes a loss sets config.problem_type on the way: the
+    # teacher's is given back, so scoring leaves no trace on it (its hooks and modes are
+    # restored by neuron_importance itself), whether it succeeds or fails.
+    config = getattr(teacher, "config", None)
+    problem_type = getattr(config, "problem_type", None)
+    try:
+        scores = neuron_importance(teacher, checked, max_batches=max_batches)
+    finally:
+        if hasattr(config, "problem_type"):
+            config.problem_type = problem_type
     plan = {}
     for i, layer in enumerate(layers):
         count = max(1, round(keep * scores[layer].numel()))

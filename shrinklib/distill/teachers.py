@@ -30,17 +30,17 @@ from shrinklib.arch import vocab_size
 from shrinklib.distill.logits import check_logits, check_same_vocabulary, run_teacher
 
 
-def _check_teacher_weights(weights, count: int) -> list[float] | None:
+def _check_teacher_weights(weights, count: int, name: str = "weights") -> list[float] | None:
     if weights is None:
         return None
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
-        raise TypeError(f"weights must be a sequence of {count} numbers, got {type(weights).__name__}")
+        raise TypeError(f"{name} must be a sequence of {count} numbers, got {type(weights).__name__}")
     weights = list(weights)
     if len(weights) != count:
-        raise ValueError(f"weights must have one number per teacher ({count}), got {len(weights)}")
-    weights = [check_number("weights", w, low=0, what="finite numbers >= 0") for w in weights]
+        raise ValueError(f"{name} must have one number per teacher ({count}), got {len(weights)}")
+    weights = [check_number(name, w, low=0, what="finite numbers >= 0") for w in weights]
     if sum(weights) <= 0:
-        raise ValueError(f"weights must sum to more than 0, got {weights!r}")
+        raise ValueError(f"{name} must sum to more than 0, got {weights!r}")
     return weights
 
 
@@ -79,8 +79,8 @@ def multi_teacher_distillation(teachers: Sequence[nn.Module], *, temperature: fl
     removed), so each must share the student's vocabulary (checked on each call, as in
     :func:`~shrinklib.distill.logits.logit_distillation`, and among the teachers now).
     ``teacher_weights``: one finite number >= 0 per teacher (default: equal); ``temperature``
-    (> 0) and ``weight`` (>= 0) finite numbers too. Everything is checked before any teacher
-    is put in eval mode. A class that no teacher gives any probability adds 0 to the KL.
+    (> 0) and ``weight`` (>= 0) finite numbers too. The teachers themselves are never changed
+    (each call gives them their modes back). A class that no teacher gives any probability adds 0 to the KL.
     With one teacher this is ``logit_distillation(teacher, temperature=T, weight=weight)``.
     """
     temperature = check_temperature(temperature)
@@ -97,9 +97,7 @@ def multi_teacher_distillation(teachers: Sequence[nn.Module], *, temperature: fl
     if len(set(sizes.values())) > 1:
         raise ValueError(f"the teachers have different vocabularies (tokens per teacher index: {sizes}): each reads "
                          "the student's input ids, so all must use the student's tokenizer")
-    teacher_weights = _check_teacher_weights(teacher_weights, len(teachers))
-    for teacher in teachers:
-        teacher.eval()
+    teacher_weights = _check_teacher_weights(teacher_weights, len(teachers), "teacher_weights")
 
     def term(model, batch, outputs) -> torch.Tensor:
         for i, teacher in enumerate(teachers):

@@ -275,3 +275,26 @@ def test_check_texts_and_token_lists_bad_input(tokenizer):
         check_texts("texts", ["w1", 3])
     with pytest.raises(TypeError, match="tokenizer must be a Hugging Face tokenizer, got str"):
         token_lists("gpt2", ["w1"])
+
+
+def test_a_token_the_teacher_masks_adds_nothing_even_where_the_student_masks_it_too():
+    """0 log(0 / q) = 0, also for q = 0: the positions where both give a token -inf are recomputed
+    with safe_log_probs and agree with the reference that drops the token; the gradient is finite."""
+    g = torch.Generator().manual_seed(2)
+    student, teacher = torch.randn(2, 4, 9, generator=g), torch.randn(2, 4, 9, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    teacher[..., 3] = float("-inf")  # masked by the teacher everywhere
+    student[0, 1, 3] = student[1, 2, 3] = float("-inf")  # and by the student at two positions
+    s = student.clone().requires_grad_(True)
+    value = token_distillation_loss(s, teacher, mask, 2.0)
+    keep = [v for v in range(9) if v != 3]
+    total, count = 0.0, 0
+    for b in range(2):
+        for i in range(4):
+            if mask[b, i]:
+                p = torch.softmax(teacher[b, i, keep].double() / 2, -1)
+                log_q = torch.log_softmax(student[b, i].double() / 2, -1)[keep]
+                total, count = total + float((p * (p.log() - log_q)).sum()), count + 1
+    assert torch.isfinite(value) and value.item() == pytest.approx(4 * total / count, rel=1e-5)
+    value.backward()
+    assert torch.isfinite(s.grad).all()

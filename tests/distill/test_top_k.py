@@ -123,3 +123,18 @@ def test_bad_input(tokenizer, peaked_llama):
     batch = {"input_ids": torch.ones(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
     with pytest.raises(KeyError, match="teacher_top_ids"):
         stored_word_level_distillation()(teacher, batch, teacher(**batch))
+
+
+def test_a_stored_minus_inf_logit_adds_nothing():
+    """k larger than the tokens a teacher allows stores -inf logits: they add 0 (they gave nan)."""
+    g = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 8, generator=g)
+    teacher[..., 5:] = float("-inf")  # the teacher allows 5 tokens
+    values, ids = teacher.topk(7, dim=-1)  # two of the stored 7 are -inf
+    assert torch.isneginf(values).any()
+    s = student.clone().requires_grad_(True)
+    loss = top_k_token_distillation_loss(s, ids, values, temperature=1.5)
+    reference = token_distillation_loss(student, teacher, temperature=1.5)  # all 8 tokens, 3 of them masked
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
