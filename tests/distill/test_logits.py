@@ -120,15 +120,16 @@ def test_vocabulary_size_of_bert_lstm_and_plain_modules():
     check_same_vocabulary(nn.Linear(3, 2), zoo.tiny_bert(vocab_size=50))  # unknown: nothing to compare
 
 
-def test_mismatched_vocabularies_are_refused(padded_batch):
+def test_mismatched_vocabularies_are_refused(padded_batch, unchanged):
     teacher = zoo.tiny_bert(vocab_size=60)
     for student in (zoo.tiny_bert(vocab_size=50), zoo.tiny_lstm(vocab_size=50)):
         batch = padded_batch(vocab=50)
         term = logit_distillation(teacher)
         with pytest.raises(ValueError, match=r"different vocabular.*\(50 and 60 tokens\)"):
             term(student, batch, student(**batch))
-        with pytest.raises(ValueError, match="vocabular"):
-            distill(student, teacher, Dataset.from_dict({"text": ["a"], "label": [0]}))
+        with unchanged(teacher), unchanged(student):
+            with pytest.raises(ValueError, match="vocabular"):
+                distill(student, teacher, Dataset.from_dict({"text": ["a"], "label": [0]}))
 
 
 def test_a_bilstm_student_learns_from_a_bert_teacher_with_mse(tokenizer):
@@ -200,12 +201,13 @@ def test_distill_first_step_loss_is_the_written_out_mix():
     assert row["loss"] == pytest.approx(row["loss_task"] + row["loss_kd"], rel=1e-6)
 
 
-def test_bad_input_of_the_new_functions(padded_batch):
+def test_bad_input_of_the_new_functions(padded_batch, unchanged):
     bert = zoo.tiny_bert(vocab_size=50)
     with pytest.raises(ValueError, match="must have one shape"):
         logit_mse_loss(torch.zeros(2, 3), torch.zeros(3, 2))
-    with pytest.raises(ValueError, match="loss must be one of 'kl', 'mse', got 'l1'"):
-        logit_distillation(bert, loss="l1")
+    with unchanged(bert):
+        with pytest.raises(ValueError, match="loss must be one of 'kl', 'mse', got 'l1'"):
+            logit_distillation(bert, loss="l1")
     with pytest.raises(ValueError, match="loss must be one of"):
         stored_logit_distillation(loss="KL")
     with pytest.raises(ValueError, match="temperature must be a number > 0"):
@@ -220,25 +222,33 @@ def test_bad_input_of_the_new_functions(padded_batch):
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         vocab_size("bert")
     # check_same_vocabulary now names its own argument (issue 17), not vocab_size's "model"
-    with pytest.raises(TypeError, match="teacher must be an nn.Module, got NoneType"):
-        check_same_vocabulary(bert, None)
-    with pytest.raises(TypeError, match=r"teachers\[2\] must be an nn.Module, got str"):
-        check_same_vocabulary(bert, "bert", teacher_name="teachers[2]")
+    with unchanged(bert):
+        with pytest.raises(TypeError, match="teacher must be an nn.Module, got NoneType"):
+            check_same_vocabulary(bert, None)
+    with unchanged(bert):
+        with pytest.raises(TypeError, match=r"teachers\[2\] must be an nn.Module, got str"):
+            check_same_vocabulary(bert, "bert", teacher_name="teachers[2]")
     other = zoo.tiny_bert(vocab_size=50, seed=1)
     data = Dataset.from_dict({"text": ["a"], "label": [0]})
     for alpha in (-0.1, 1.5, True, "0.5"):
-        with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
-            distill(bert, other, data, alpha=alpha)
-    with pytest.raises(ValueError, match="leave TrainConfig.task_loss_weight at 1.0, got 0.5"):
-        distill(bert, other, data, TrainConfig(task_loss_weight=0.5))
-    with pytest.raises(TypeError, match="config must be a TrainConfig"):
-        distill(bert, other, data, {"lr": 1e-3})
-    with pytest.raises(TypeError, match="teacher must be an nn.Module"):
-        distill(bert, "teacher", data)
-    with pytest.raises(ValueError, match="the same one twice"):
-        distill(bert, bert, data)
-    with pytest.raises(ValueError, match="loss must be one of"):
-        distill(bert, other, data, loss="ce")
+        with unchanged(bert), unchanged(other):
+            with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
+                distill(bert, other, data, alpha=alpha)
+    with unchanged(bert), unchanged(other):
+        with pytest.raises(ValueError, match="leave TrainConfig.task_loss_weight at 1.0, got 0.5"):
+            distill(bert, other, data, TrainConfig(task_loss_weight=0.5))
+    with unchanged(bert), unchanged(other):
+        with pytest.raises(TypeError, match="config must be a TrainConfig"):
+            distill(bert, other, data, {"lr": 1e-3})
+    with unchanged(bert):
+        with pytest.raises(TypeError, match="teacher must be an nn.Module"):
+            distill(bert, "teacher", data)
+    with unchanged(bert):
+        with pytest.raises(ValueError, match="the same one twice"):
+            distill(bert, bert, data)
+    with unchanged(bert), unchanged(other):
+        with pytest.raises(ValueError, match="loss must be one of"):
+            distill(bert, other, data, loss="ce")
 
 
 # ----------------------------------------------------------------------------------

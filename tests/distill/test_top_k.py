@@ -94,7 +94,7 @@ def test_one_step_on_stored_full_targets_equals_one_step_on_the_live_teacher(tok
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_bad_input(tokenizer, peaked_llama):
+def test_bad_input(tokenizer, peaked_llama, unchanged):
     teacher = peaked_llama()
     stored = teacher_top_k(teacher, tokenizer, TEXTS, k=3, block_size=6, progress=False)
     with pytest.raises(ValueError, match="one entry per text"):
@@ -103,10 +103,12 @@ def test_bad_input(tokenizer, peaked_llama):
         lm_dataloader(TEXTS, tokenizer, block_size=4, top_k=stored)
     with pytest.raises(TypeError, match="sequence of dicts"):
         lm_dataloader(TEXTS, tokenizer, block_size=6, top_k=stored[0])
-    with pytest.raises(ValueError, match="k must be an int >= 1"):
-        teacher_top_k(teacher, tokenizer, TEXTS, k=0)
-    with pytest.raises(ValueError, match=r"k \(65\) must be at most the teacher's vocabulary size \(64\)"):
-        teacher_top_k(teacher, tokenizer, TEXTS, k=65, progress=False)
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="k must be an int >= 1"):
+            teacher_top_k(teacher, tokenizer, TEXTS, k=0)
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match=r"k \(65\) must be at most the teacher's vocabulary size \(64\)"):
+            teacher_top_k(teacher, tokenizer, TEXTS, k=65, progress=False)
     with pytest.raises(ValueError, match="temperature must be a number > 0"):
         stored_word_level_distillation(temperature=0)
     with pytest.raises(ValueError, match="weight must be a number >= 0"):
