@@ -68,8 +68,10 @@ def safe_log_probs(log_p_teacher: torch.Tensor, log_q_student: torch.Tensor) -> 
     gives no ``inf - inf``): the class's term is ``0 * finite = 0``, the convention
     ``0 log(0 / q) = 0`` of the KL divergence. Elsewhere both are returned bit for bit, and
     the gradient reaching a masked class's ``log q`` is 0. Every KL of this package goes
-    through it.
+    through it. ``TypeError`` unless both are tensors.
     """
+    check_instance("log_p_teacher", log_p_teacher, torch.Tensor)
+    check_instance("log_q_student", log_q_student, torch.Tensor)
     masked = torch.isneginf(log_p_teacher)
     return (log_p_teacher.masked_fill(masked, torch.finfo(log_p_teacher.dtype).min),
             log_q_student.masked_fill(masked, 0.0))
@@ -259,7 +261,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_data, config: TrainCon
     then not run at all). ``config`` is a :class:`~shrinklib.train.TrainConfig` whose
     ``task_loss_weight`` must be left at 1.0 (``alpha`` sets it). Returns fit's ``TrainResult``.
 
-    Checked before anything runs: ``student`` and ``teacher`` are two ``nn.Module``\ s with one
+    Checked before anything runs: ``student`` and ``teacher`` are two models (``nn.Module``) with one
     vocabulary, ``train_data`` is iterable (``fit`` checks the rest of it, and ``tokenizer``
     and ``eval_data``), ``alpha`` is a finite number in [0, 1], ``temperature`` a finite
     number > 0, ``loss`` "kl" or "mse". The teacher is run in eval mode and keeps its own

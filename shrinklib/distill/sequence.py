@@ -124,6 +124,8 @@ def word_level_distillation(teacher: nn.Module, *, temperature: float = 1.0, wei
     front). A teacher on another device than the batch is moved to the batch's device.
     With ``TrainConfig(task_loss_weight=0)`` this is pure word-level KD; with the task
     loss on it is the usual mixture ``(1 - a) NLL + a KD`` up to the weights.
+    ``temperature`` (> 0) and ``weight`` (>= 0) must be finite numbers; the teacher runs in
+    eval mode on each call and keeps its own modes.
     """
     temperature = check_temperature(temperature)
     weight = check_weight(weight)
@@ -241,6 +243,10 @@ def generate_corpus(teacher: nn.Module, tokenizer, prompts: Sequence[str], *, ma
     teacher's end-of-sequence token or after ``max_new_tokens``. The output is decoded
     without special tokens and begins with the prompt exactly as given. Sampling is
     reproducible: the torch RNG is seeded with ``seed`` inside (and restored after).
+    Every argument is checked before the teacher runs (``TypeError`` for a teacher without
+    ``generate``, a tokenizer that cannot be called or decode, prompts that are not a list of
+    str, a non-bool flag; ``ValueError`` for the numbers, ``temperature`` and ``top_p`` finite);
+    the teacher keeps its modes.
     """
     if not isinstance(teacher, nn.Module) or not callable(getattr(teacher, "generate", None)):
         raise TypeError(f"teacher must be a Hugging Face generative model (with .generate), "
@@ -304,7 +310,9 @@ def lm_dataloader(texts: Sequence[str], tokenizer, *, block_size: int = 128, bat
     (:func:`shrinklib.distill.top_k.teacher_top_k` with the same ``block_size``); each
     batch then also holds ``teacher_top_ids`` and ``teacher_top_logits``,
     ``(batch, length, k)``, zero on the padding, for
-    :func:`~shrinklib.distill.top_k.stored_word_level_distillation`.
+    :func:`~shrinklib.distill.top_k.stored_word_level_distillation`. ``texts`` must be a
+    non-empty list of str and ``tokenizer`` callable (``TypeError``), each ``top_k`` entry a
+    dict of two tensors of the text's length.
     """
     from torch.utils.data import DataLoader
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from shrinklib import distill
 from shrinklib.distill.intermediate_losses import check_attention_mask
-from shrinklib.distill.logits import run_teacher, teacher_term
+from shrinklib.distill.logits import check_logits, run_teacher, safe_log_probs, teacher_term
 from shrinklib.distill.sequence import check_texts, token_lists
 from shrinklib.train import TrainConfig
 
@@ -41,6 +41,8 @@ TYPES = {
                                  "student_logits must be a torch.Tensor, got str"),
     "soft_target_loss teacher": (lambda m: distill.soft_target_loss(m.logits, [[0.0, 1.0]]), TypeError,
                                  "teacher_logits must be a torch.Tensor, got list"),
+    "check_logits": (lambda m: check_logits(m.logits, None), TypeError, "teacher_logits must be a torch.Tensor"),
+    "safe_log_probs": (lambda m: safe_log_probs(m.logits, "q"), TypeError, "log_q_student must be a torch.Tensor"),
     "logit_mse_loss": (lambda m: distill.logit_mse_loss(m.logits, 3), TypeError,
                        "teacher_logits must be a torch.Tensor, got int"),
     "logit_distillation": (lambda m: distill.logit_distillation(5), TypeError, "teacher must be an nn.Module, got int"),
