@@ -69,9 +69,10 @@ class IntermediateDistillation(nn.Module):
     in the ``hidden_states`` numbering (default ``layer_map(S, N, "uniform")``).
 
     Building the term sets ``student.config.output_hidden_states`` so that ``fit``'s
-    plain ``model(**batch)`` returns the hidden states the term reads; the teacher runs in
-    eval mode on each call and gets its own modes back. Attention maps and MiniLM's queries, keys and values are
-    caught by forward hooks on the ``attention.self.query/key/value`` Linear layers that
+    plain ``model(**batch)`` returns the hidden states the term reads; the teacher runs
+    in eval mode on each call and gets its own modes back. Attention maps and MiniLM's
+    queries, keys and values are caught by forward hooks on the
+    ``attention.self.query/key/value`` Linear layers that
     the picked losses need, and the maps are ``softmax(Q K^T / sqrt(d_head))`` over the
     real keys, which is what eager attention computes. They are not read from
     ``outputs.attentions``: SDPA attention (the default) returns none, and eager attention
