@@ -20,7 +20,7 @@ from torch import nn
 from shrinklib._checks import check_instance, check_iterable, check_module, check_number, check_positive_int
 from shrinklib.calibration import input_statistics
 from shrinklib.quant.configs import Int8Dynamic, Int8Static
-from shrinklib.quant.linear import QuantLinear
+from shrinklib.quant.linear import QuantLinear, check_layers_fit
 from shrinklib.quant.static import calibrate_
 from shrinklib.utils import FilterFn, replace_modules_, weighted_modules
 
@@ -72,6 +72,7 @@ def smoothquant_(model: nn.Module, batches: Iterable[dict], config: Int8Dynamic 
         check_positive_int("max_batches", max_batches)
     batches = list(batches) if isinstance(config, Int8Static) else batches
     modules = weighted_modules(model, filter_fn, what="quantizable layer")
+    check_layers_fit(modules, config)
     stats = input_statistics(model, batches, modules, max_batches=max_batches)
     factors = {fqn: smoothing_factors(stats[fqn].abs_max, m.weight, alpha) for fqn, m in modules.items()}
     replace_modules_(model, lambda m, fqn: QuantLinear.from_linear(m, config, smoothing=factors[fqn]),
