@@ -179,7 +179,7 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bit
     _check_qparams(scale, zero_point)
     check_choice("rounding", rounding, ROUNDINGS)
     if generator is not None:
-        check_instance("generator", generator, torch.Generator)
+        check_instance("generator", generator, torch.Generator, what="a torch.Generator")
     view = x.float() if group_size is None else group_view(x.float(), group_size)
     scale, zero_point = _expand(scale.float(), group_size), _expand(zero_point, group_size)
     q = (_round(view / scale, rounding, generator) + zero_point).clamp(qmin, qmax)
