@@ -207,4 +207,7 @@ def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = Weight
         return replace_modules_(model, to_quant_linear, filter_fn=lambda m, fqn: fqn in quantized)
     finally:  # the float layers get their own weights back: swapped out on success, left as they were on failure
         for module in provisional:
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+            if len(module.parametrizations["weight"]) > 1:  # the layer's own parametrizations stay
+                del module.parametrizations["weight"][-1]
+            else:
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)

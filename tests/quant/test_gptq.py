@@ -167,3 +167,18 @@ def test_a_cholesky_failure_deep_in_a_decoder_leaves_it_unchanged(sequential, mo
             gptq_(model, [{"input_ids": blocks[i:i + 4]} for i in range(0, 8, 4)], WeightOnly(4, 16),
                   sequential=sequential)
     assert len(calls) == 5
+
+
+def test_a_failed_sequential_run_keeps_a_layers_own_parametrization(unchanged):
+    """GPTQ's provisional weight is stacked on the layer's own parametrization and only it is removed."""
+    class Doubled(torch.nn.Module):
+        def forward(self, weight):
+            return 2 * weight
+
+    model = Stack(broken_at=1)
+    torch.nn.utils.parametrize.register_parametrization(model.layers[0].linear, "weight", Doubled())
+    with unchanged(model):
+        with pytest.raises(ValueError, match="GPTQ cannot quantize layers.2.linear: gram holds inf or nan"):
+            gptq_(model, stack_batches(), WeightOnly(4, 8), sequential=True)
+    assert isinstance(model.layers[0].linear.parametrizations.weight[0], Doubled)
+    assert len(model.layers[0].linear.parametrizations.weight) == 1
