@@ -35,7 +35,7 @@ def model_snapshot(model: torch.nn.Module) -> dict:
     for name, t in model.state_dict(keep_vars=True).items():
         data = t.detach()
         tensors[name] = (data.dtype, tuple(data.shape), t.requires_grad,
-                         data.contiguous().view(torch.uint8).clone() if data.numel() else None)
+                         data.reshape(-1).view(torch.uint8).clone() if data.numel() else None)
     config = getattr(model, "config", None)
     return {"modules": modules, "tensors": tensors,
             "config": config.to_dict() if hasattr(config, "to_dict") else None,
