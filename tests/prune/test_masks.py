@@ -6,9 +6,12 @@ import shrinklib
 from shrinklib import prune, zoo
 
 
-def test_set_mask_checks_shapes():
-    with pytest.raises(ValueError, match=r"mask shape \(2, 2\) does not match weight shape \(3, 4\)"):
-        prune.set_mask_(nn.Linear(4, 3), torch.ones(2, 2, dtype=torch.bool))
+def test_set_mask_checks_shapes(unchanged):
+    layer = nn.Linear(4, 3)
+    with unchanged(layer), pytest.raises(ValueError, match=r"mask shape \(2, 2\) does not match weight shape \(3, 4\)"):
+        prune.set_mask_(layer, torch.ones(2, 2, dtype=torch.bool))
+    with unchanged(layer), pytest.raises(TypeError, match="mask must be a torch.Tensor, got list"):
+        prune.set_mask_(layer, [[True] * 4] * 3)
     with pytest.raises(TypeError, match="ReLU has no weight tensor to mask"):
         prune.set_mask_(nn.ReLU(), torch.ones(1))
 
