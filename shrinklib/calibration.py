@@ -130,7 +130,8 @@ class _Captured(Exception):
 
 def is_cache(name: str, value) -> bool:
     """A key/value cache, whatever transformers calls it (``past_key_values``, ``layer_past``, and
-    ``cache`` since transformers 5.24): by its name, or by being a ``transformers`` ``Cache``."""
+    ``cache`` since transformers 5.24): by its name (a str), or by being a ``transformers`` ``Cache``."""
+    check_instance("name", name, str)
     if "past_key" in name or name in ("layer_past", "cache"):
         return True
     try:

@@ -113,6 +113,7 @@ BATCH = {"input_ids": torch.zeros(1, 4, dtype=torch.long)}
     (lambda m, q: calibration.sequential_statistics(m, [BATCH], "q", print), TypeError, r"modules must be a mapping"),
     (lambda m, q: calibration.run_batches(m, [BATCH], 3), TypeError, "step must be callable"),
     (lambda m, q: calibration.run_batches(torch.nn.ReLU(), [BATCH], print), ValueError, "ReLU has no parameter"),
+    (lambda m, q: calibration.is_cache(3, None), TypeError, "name must be a str, got int"),
     (lambda m, q: calibration.without_cache(["use_cache"]), TypeError, r"kwargs must be a mapping \(a dict\), got list"),
     (lambda m, q: calibration.recording_inputs([q]).__enter__(), TypeError, r"modules must be a mapping \(a dict\), got list"),
     (lambda m, q: calibration.inverse_hessian_cholesky(torch.eye(3), float("nan")), ValueError,

@@ -26,8 +26,14 @@ from shrinklib.utils import check_seed
 
 
 def _sample(name: str, values) -> np.ndarray:
-    """``values`` as a float64 array: non-empty, 1-D and finite, else a ValueError naming ``name``."""
-    array = np.asarray(values, dtype=np.float64)
+    """``values`` as a float64 array: non-empty, 1-D and finite, else a ValueError naming ``name``
+    (a ``TypeError`` for a string or anything else that is not numbers)."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}") from None
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers, got shape {array.shape}")
     if not np.all(np.isfinite(array)):

@@ -47,7 +47,10 @@ def describe_device(device: torch.device | str | None = None) -> str:
     """
     if device is not None:
         check_instance("device", device, (torch.device, str), what="a torch.device, a device name or None")
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        device = torch.device(device) if device is not None else torch.device("cpu")
+    except RuntimeError:
+        raise ValueError(f"device must name a device such as 'cpu' or 'cuda:0', got {device!r}") from None
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     name = ""

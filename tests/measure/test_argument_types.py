@@ -94,3 +94,14 @@ def test_a_wrong_argument_is_refused_by_name_and_the_model_is_left_as_it_was(nam
     model.classifier.train()  # a mixed mode that a measurement must give back
     with unchanged(model), pytest.raises(error, match=message):
         function(model)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: measure.bootstrap_ci("0101"), TypeError, "values must be a sequence of numbers, got str"),
+    (lambda: measure.bootstrap_ci([1.0, "x"]), TypeError, "values must be a sequence of numbers, got list"),
+    (lambda: measure.paired_bootstrap([1.0], {"a": 1}), TypeError, "b must be a sequence of numbers, got dict"),
+    (lambda: measure.describe_device("gpu0"), ValueError, "device must name a device such as 'cpu' or 'cuda:0', got 'gpu0'"),
+])
+def test_samples_and_devices_of_the_wrong_kind_are_refused_by_name(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
