@@ -68,11 +68,18 @@ def param_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def apply_masks_(model: nn.Module) -> nn.Module:
-    """Zero again every weight its mask prunes (after an optimizer step moved it)."""
+    """Zero again every weight its mask prunes (after an optimizer step moved it).
+
+    Every mask is checked to have its parameter's shape before any weight changes.
+    """
     check_module(model)
-    for _, module in model.named_modules():
-        for name, mask in list(_masked_params(module)):
-            getattr(module, name).mul_(mask)
+    pairs = [(fqn, module, name, mask) for fqn, module in model.named_modules() for name, mask in _masked_params(module)]
+    for fqn, module, name, mask in pairs:
+        if mask.shape != getattr(module, name).shape:
+            raise ValueError(f"{fqn + '.' if fqn else ''}{name}{SUFFIX} has shape {tuple(mask.shape)}, "
+                             f"{name} {tuple(getattr(module, name).shape)}")
+    for _, module, name, mask in pairs:
+        getattr(module, name).mul_(mask)
     return model
 
 
