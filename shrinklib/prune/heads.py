@@ -16,7 +16,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib._checks import check_positive_int, is_int
+from shrinklib._checks import check_bool, check_iterable, check_mapping, check_module, check_positive_int, is_int
 from shrinklib.arch import Attention, attention_modules, slice_linear
 from shrinklib.prune.gates import check_layer_index, gate_importance
 from shrinklib.rebuild import record_change, register_change
@@ -29,7 +29,12 @@ def _bert_attentions(model: nn.Module) -> list[Attention]:
 
 def head_importance(model: nn.Module, batches: Iterable[dict], *, max_batches: int | None = None,
                     normalize: bool = True) -> list[torch.Tensor]:
-    """Importance of every head, one tensor per layer (layers may hold different counts)."""
+    """Importance of every head, one tensor per layer (layers may hold different counts).
+
+    ``model`` must be an ``nn.Module`` and ``batches`` an iterable of dicts with ``labels``.
+    """
+    check_module(model)
+    check_bool("normalize", normalize)
     layers = _bert_attentions(model)
     scores = gate_importance(model, {a.fqn: (a.module, a.num_heads) for a in layers}, batches, max_batches=max_batches)
     out = [scores[a.fqn] for a in layers]
@@ -43,15 +48,18 @@ def prune_heads_(model: nn.Module, heads: dict[int, Iterable[int]]) -> nn.Module
 
     Head numbers refer to the layer's current heads. Every layer keeps at least one head
     (drop a whole layer with ``shrinklib.prune.drop_layers_`` instead). All requests are
-    checked before anything changes.
+    checked before anything changes: ``model`` an ``nn.Module``, ``heads`` a mapping of
+    layer indices to iterables of head numbers.
     """
+    check_module(model)
+    check_mapping("heads", heads)
     layers = _bert_attentions(model)
     if not layers:
         raise ValueError(f"no BERT-style attention layer found in this {type(model).__name__}")
     plan = {}
     for layer, removed in heads.items():
         check_layer_index(layer, len(layers))
-        removed = set(removed)
+        removed = set(check_iterable(f"heads[{layer}]", removed, what="an iterable of head numbers"))
         total = layers[layer].num_heads
         if any(not is_int(h) or not 0 <= h < total for h in removed):
             raise ValueError(f"layer {layer} has heads 0..{total - 1}; cannot remove {sorted(removed, key=str)}")
