@@ -25,6 +25,7 @@ from torch import nn
 from shrinklib._checks import check_instance, check_iterable, check_mapping, check_module, check_number, check_positive_int
 from shrinklib.arch import blocks
 from shrinklib.data import model_inputs
+from shrinklib.measure.forward import evaluating
 from shrinklib.utils import Rollback
 
 
@@ -208,27 +209,25 @@ def sequential_statistics(model: nn.Module, batches: Iterable[dict], modules: di
             out = layer(**{**kwargs, "hidden_states": hidden[i]})
         return out[0] if isinstance(out, (tuple, list)) else out
 
-    was_training = model.training
-    model.eval()
     rollback = Rollback()
     try:
         inside = set()
-        for layer in layers:
-            owned = {fqn: m for fqn, m in modules.items() if any(m is sub for sub in layer.modules())}
-            inside.update(owned)
-            if owned:
-                stats = _empty_stats(owned, gram)
-                handles = [m.register_forward_pre_hook(_stats_hook(stats[fqn])) for fqn, m in owned.items()]
-                try:
-                    for i in range(len(hidden)):
-                        run_layer(layer, i)
-                finally:
-                    for h in handles:
-                        h.remove()
-                rollback.save(owned.values())
-                change_fn(stats)
-            hidden = [run_layer(layer, i) for i in range(len(hidden))]
-        model.train(was_training)
+        with evaluating(model):  # each module's own mode put back after
+            for layer in layers:
+                owned = {fqn: m for fqn, m in modules.items() if any(m is sub for sub in layer.modules())}
+                inside.update(owned)
+                if owned:
+                    stats = _empty_stats(owned, gram)
+                    handles = [m.register_forward_pre_hook(_stats_hook(stats[fqn])) for fqn, m in owned.items()]
+                    try:
+                        for i in range(len(hidden)):
+                            run_layer(layer, i)
+                    finally:
+                        for h in handles:
+                            h.remove()
+                    rollback.save(owned.values())
+                    change_fn(stats)
+                hidden = [run_layer(layer, i) for i in range(len(hidden))]
         rest = {fqn: m for fqn, m in modules.items() if fqn not in inside}
         if rest:
             stats = input_statistics(model, kept, rest, gram=gram)
@@ -237,13 +236,12 @@ def sequential_statistics(model: nn.Module, batches: Iterable[dict], modules: di
     except BaseException:
         rollback.restore()
         raise
-    finally:
-        model.train(was_training)
 
 
 def run_batches(model: nn.Module, batches: Iterable[dict], step: Callable[[dict], None], *, handles=(),
                 max_batches: int | None = None, what: str = "a") -> int:
-    """Call ``step(batch)`` on up to ``max_batches`` batches moved to the model's device, in eval mode.
+    """Call ``step(batch)`` on up to ``max_batches`` batches moved to the model's device, in eval mode
+    (every module's own mode is put back afterwards).
 
     Shared by the methods that read statistics off a model with hooks: the hooks in
     ``handles`` are removed and the model's mode restored however the loop ends. Returns
@@ -262,17 +260,13 @@ def run_batches(model: nn.Module, batches: Iterable[dict], step: Callable[[dict]
         first = next(iter(model.parameters()), None)
         if first is None:
             raise ValueError(f"this {type(model).__name__} has no parameter: there is nothing to calibrate")
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluating(model):
             for batch in batches:
                 if max_batches is not None and seen >= max_batches:
                     break
                 check_mapping(f"batches[{seen}]", batch)
                 step({k: v.to(first.device) for k, v in batch.items()})
                 seen += 1
-        finally:
-            model.train(was_training)
     finally:
         for handle in handles:
             handle.remove()

@@ -115,7 +115,8 @@ def replace_modules_(
     ``strict=True`` (the default) a model in which nothing matches raises ``ValueError``
     rather than silently staying as it was. Every factory call is made, and every result
     checked to be an ``nn.Module``, before the first swap, so a factory that fails on one
-    module leaves the model as it was. Returns ``model``.
+    module leaves the model as it was. Each new module takes the training mode of the one it
+    replaces. Returns ``model``.
     """
     check_module(model)
     if not callable(factory):
@@ -134,6 +135,7 @@ def replace_modules_(
             raise TypeError(f"factory returned {type(new).__name__} for {fqn!r}; it must return an nn.Module")
         new_modules.append((fqn, new))
     for fqn, new in new_modules:  # swap only once every factory call has succeeded
+        new.train(model.get_submodule(fqn).training)  # in the mode of the module it replaces
         model.set_submodule(fqn, new)
     return model
 

@@ -1,4 +1,5 @@
-"""Test-wide settings: nothing reaches a model hub, plots draw off-screen, threads wait passively."""
+"""Test-wide settings (nothing reaches a model hub, plots draw off-screen, threads wait passively)
+and the `unchanged` fixture that every bad-input test of a transform uses."""
 import contextlib
 import os
 

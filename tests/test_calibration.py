@@ -128,3 +128,23 @@ def test_bad_arguments_are_refused_by_name_before_anything_runs(call, error, mes
     query = model.bert.encoder.layer[0].attention.self.query
     with unchanged(model), pytest.raises(error, match=message):
         call(model, query)
+
+
+def test_run_batches_puts_back_each_modules_own_mode():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1)).eval()
+    model[1].train()  # a mixed model: the root in eval, one child in train
+    seen = []
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            seen.append([m.training for m in self.modules()])
+            return self.net(x)
+
+    wrapper = Wrapper()
+    calibration.run_batches(wrapper, [{"x": torch.ones(1, 2)}], lambda batch: wrapper(**batch))
+    assert seen == [[False, False, False, False]]  # everything in eval inside
+    assert [m.training for m in model] == [False, True]

@@ -132,3 +132,10 @@ def test_rollback_puts_back_every_tensor_a_change_touched(unchanged):
     assert model[0].bias is original_bias and "scratch" in model[1]._non_persistent_buffers_set
     with pytest.raises(TypeError, match="module must be a torch.nn.Module, got str"):
         Rollback().save(["layer"])
+
+
+def test_replace_modules_keeps_each_replaced_modules_mode():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)).eval()
+    model[1].train()
+    replace_modules_(model, lambda module, fqn: torch.nn.Linear(2, 2), filter_fn=lambda m, fqn: fqn != "")
+    assert [m.training for m in model] == [False, True]
