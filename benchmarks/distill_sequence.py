@@ -40,6 +40,7 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from shrinklib import data, distill, measure, results, zoo
 from shrinklib.cache import cached_folder
@@ -103,14 +104,17 @@ def nll_of_continuations(model, tokenizer, prompts: list[str], continuations: li
 
 
 def stored_top_k(teacher, tokenizer, texts: list[str], args) -> list[dict]:
-    """The teacher's top-k logits on ``texts``, computed once and cached."""
+    """The teacher's top-k logits on ``texts``, computed once and cached as safetensors (no pickle):
+    text ``i``'s ``{"ids", "logits"}`` are stored as ``"{i}.ids"`` and ``"{i}.logits"``."""
     key = hashlib.sha1(json.dumps([texts, args.top_k, args.block_size]).encode()).hexdigest()[:12]
 
     def build(folder: Path) -> None:
-        torch.save(distill.teacher_top_k(teacher, tokenizer, texts, k=args.top_k, block_size=args.block_size),
-                   folder / "top_k.pt")
+        rows = distill.teacher_top_k(teacher, tokenizer, texts, k=args.top_k, block_size=args.block_size)
+        save_file({f"{i}.{name}": t.contiguous() for i, row in enumerate(rows) for name, t in row.items()},
+                  str(folder / "top_k.safetensors"))
 
-    return torch.load(cached_folder(f"distill-topk-{key}", build) / "top_k.pt", weights_only=True)
+    stored = load_file(str(cached_folder(f"distill-topk-st-{key}", build) / "top_k.safetensors"))
+    return [{"ids": stored[f"{i}.ids"], "logits": stored[f"{i}.logits"]} for i in range(len(texts))]
 
 
 def train(args, training, seed, teacher, tokenizer, texts_of, top_k_of):

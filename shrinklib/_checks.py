@@ -13,7 +13,7 @@ The ``what`` argument keeps each message in the words its module always used
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from numbers import Real
 
 import torch
@@ -113,3 +113,34 @@ def check_tensor(x, name: str = "x") -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} holds inf or nan; a quantization range needs finite values")
     return x
+
+
+def _type_names(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join(f"{t.__module__}.{t.__qualname__}" if t.__module__ not in ("builtins",) else t.__name__
+                       for t in types)
+
+
+def check_instance(name: str, value, types, *, what: str | None = None):
+    """``value`` if it is an instance of ``types``, else ``TypeError`` naming ``name`` and what it got."""
+    if not isinstance(value, types):
+        raise TypeError(f"{name} must be {what or 'a ' + _type_names(types)}, got {type(value).__name__}")
+    return value
+
+
+def check_module(value, name: str = "model") -> torch.nn.Module:
+    """``value`` if it is a ``torch.nn.Module`` (a model, a layer), else ``TypeError``."""
+    return check_instance(name, value, torch.nn.Module, what="a torch.nn.Module")
+
+
+def check_mapping(name: str, value) -> Mapping:
+    """``value`` if it is a mapping (a dict, a tokenizer's ``BatchEncoding``), else ``TypeError``."""
+    return check_instance(name, value, Mapping, what="a mapping (a dict)")
+
+
+def check_iterable(name: str, value, *, what: str = "an iterable (a list, a DataLoader)"):
+    """``value`` if it can be iterated and is not a string or bytes (a list of batches, of texts,
+    a DataLoader), else ``TypeError``: a string would iterate character by character."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    return value

@@ -15,7 +15,8 @@ questions once, for the three kinds of model the book uses:
 Plain ``nn.Module`` stacks are found by shape (:func:`blocks`: the longest
 ``nn.ModuleList`` that holds Linear layers). Functions that look for a part return an
 empty list (or ``None``) when a model has none, and the functions that need one raise a
-``ValueError``/``TypeError`` naming the model's class.
+``ValueError``/``TypeError`` naming the model's class. A ``model`` that is not an
+``nn.Module`` is refused with a ``TypeError`` by every function here (through :func:`unwrap`).
 """
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shrinklib._checks import is_int
+from shrinklib._checks import check_instance, check_int, check_module, is_int
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """``model`` with wrappers that hold it as ``.module`` (DistributedDataParallel, DataParallel) looked through."""
+    check_module(model)
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
     return model
@@ -221,8 +223,11 @@ def pad_id(model: nn.Module | None = None, tokenizer=None, *, default: int | Non
     The tokenizer's ``pad_token_id``, the model config's ``pad_token_id``, the tokenizer's
     ``eos_token_id`` (decoders such as SmolLM2 pad with end-of-sequence), the input
     embedding's ``padding_idx``, and last ``default``. Padded positions are masked out,
-    so when nothing names a pad any id will do: pass ``default=0``.
+    so when nothing names a pad any id will do: pass ``default=0``. ``model`` must be an
+    ``nn.Module`` or ``None``, ``default`` an int or ``None``.
     """
+    if default is not None:
+        check_int("default", default)
     model = None if model is None else unwrap(model)
     config = getattr(model, "config", None)
     for source, name in ((tokenizer, "pad_token_id"), (config, "pad_token_id"), (tokenizer, "eos_token_id")):
@@ -240,7 +245,12 @@ def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
 
     The surgery behind every structured change that makes a layer narrower (heads,
     neurons): the kept rows or columns are copied, the bias follows the output rows.
+    ``linear`` must be an ``nn.Linear`` and ``index`` an integer tensor.
     """
+    check_instance("linear", linear, nn.Linear)
+    check_instance("index", index, torch.Tensor)
+    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+        raise TypeError(f"index must be an integer tensor of row or column numbers, got {index.dtype}")
     if dim not in (0, 1):
         raise ValueError(f"dim must be 0 (output rows) or 1 (input columns), got {dim!r}")
     weight = linear.weight.detach().index_select(dim, index)

@@ -6,6 +6,10 @@ the same entry at once (the tests run notebooks two at a time), so an entry is b
 under a file lock, into a temporary folder beside its final place, and published with
 one atomic ``os.rename``: a reader sees either no entry or a complete one, and the work
 is done once.
+
+Reading needs no write access: a finished entry is returned without creating, locking or
+touching anything, so a shared or read-only cache (a course's machines, a mounted folder)
+that already holds the models works. Only building an entry needs a writable cache.
 """
 from __future__ import annotations
 
@@ -21,9 +25,15 @@ ENV_VAR = "SHRINKLIB_CACHE"
 _COMPLETE = ".complete"
 
 
+def _location() -> Path:
+    """Where the cache folder is; nothing is created or checked."""
+    return Path(os.environ.get(ENV_VAR) or Path.home() / ".cache" / "shrinklib").expanduser()
+
+
 def cache_dir() -> Path:
-    """The cache folder, created if needed; a clear error when it cannot be written."""
-    root = Path(os.environ.get(ENV_VAR) or Path.home() / ".cache" / "shrinklib").expanduser()
+    """The cache folder, created if needed and checked writable (for callers that write to it);
+    a clear ``PermissionError`` when it cannot be written."""
+    root = _location()
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe-", delete=True)
@@ -51,12 +61,14 @@ def cached_folder(name: str, build: Callable[[Path], None]) -> Path:
     ``build`` writes its files into the empty folder it is given. It runs at most once
     across processes: the first caller builds under the lock, the others wait for the
     lock and then find the finished entry. If ``build`` raises, nothing is published.
+    A finished entry is returned without writing anything (no folder made, no lock taken),
+    so a read-only cache that holds it works; only a build needs write access.
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"cache entry name must be a plain folder name, got {name!r}")
+    if is_complete(_location() / name):  # reading: no write of any kind
+        return _location() / name
     final = cache_dir() / name
-    if is_complete(final):
-        return final
     with lock_for(name):
         if is_complete(final):  # another process built it while we waited
             return final

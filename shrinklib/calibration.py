@@ -22,8 +22,11 @@ from typing import Callable, Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
+from shrinklib._checks import check_instance, check_iterable, check_mapping, check_module, check_number, check_positive_int
 from shrinklib.arch import blocks
 from shrinklib.data import model_inputs
+from shrinklib.measure.forward import evaluating
+from shrinklib.utils import Rollback
 
 
 @dataclass
@@ -40,7 +43,12 @@ class InputStats:
 @torch.no_grad()
 def input_statistics(model: nn.Module, batches: Iterable[dict], modules: dict[str, nn.Linear], *,
                      gram: bool = False, max_batches: int | None = None) -> dict[str, InputStats]:
-    """Run ``batches`` (dicts of model inputs) through ``model`` and gather each module's input stats."""
+    """Run ``batches`` (dicts of model inputs) through ``model`` and gather each module's input stats.
+
+    ``modules`` maps names to the Linear layers (an int ``in_features``) to watch. The
+    arguments' types are checked before anything runs (:func:`check_calibration`).
+    """
+    check_calibration(model, batches, modules)
     stats = _empty_stats(modules, gram)
     handles = [m.register_forward_pre_hook(_stats_hook(stats[fqn])) for fqn, m in modules.items()]
     run_batches(model, batches, lambda batch: model(**model_inputs(batch)), handles=handles, max_batches=max_batches,
@@ -57,6 +65,7 @@ def recording_inputs(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, lis
     features); the hooks are removed however the block ends. The statistics above are
     sums of these; a method or a figure that needs the inputs themselves records them.
     """
+    check_mapping("modules", modules)
     if not modules:
         raise ValueError("no module to record the inputs of")
     for fqn, module in modules.items():
@@ -70,6 +79,26 @@ def recording_inputs(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, lis
     finally:
         for handle in handles:
             handle.remove()
+
+
+def check_calibration(model: nn.Module, batches: Iterable[dict], modules: Mapping[str, nn.Module]) -> None:
+    """The argument checks every calibration entry point shares, made before anything runs.
+
+    ``model`` an ``nn.Module``, ``batches`` an iterable that is not a string (each batch a
+    mapping, checked as it is read), ``modules`` a non-empty mapping of names to modules
+    whose inputs have an int width ``in_features`` (Linear layers). ``TypeError`` or
+    ``ValueError`` naming the argument otherwise.
+    """
+    check_module(model)
+    check_iterable("batches", batches, what="an iterable of batches (a list of dicts, a DataLoader)")
+    check_mapping("modules", modules)
+    if not modules:
+        raise ValueError("no module to calibrate")
+    for fqn, module in modules.items():
+        check_module(module, f"modules[{fqn!r}]")
+        if not isinstance(getattr(module, "in_features", None), int):
+            raise TypeError(f"modules[{fqn!r}] is a {type(module).__name__} without an int in_features: "
+                            "calibration reads the inputs of Linear layers")
 
 
 def _empty_stats(modules: dict[str, nn.Linear], gram: bool) -> dict[str, InputStats]:
@@ -102,7 +131,8 @@ class _Captured(Exception):
 
 def is_cache(name: str, value) -> bool:
     """A key/value cache, whatever transformers calls it (``past_key_values``, ``layer_past``, and
-    ``cache`` since transformers 5.24): by its name, or by being a ``transformers`` ``Cache``."""
+    ``cache`` since transformers 5.24): by its name (a str), or by being a ``transformers`` ``Cache``."""
+    check_instance("name", name, str)
     if "past_key" in name or name in ("layer_past", "cache"):
         return True
     try:
@@ -117,7 +147,9 @@ def without_cache(kwargs: dict) -> dict:
 
     A cache object grows each time a layer is re-run, so a layer run twice on the same
     batch (for its statistics, then changed) would attend to its own earlier keys too.
+    ``kwargs`` must be a mapping.
     """
+    check_mapping("kwargs", kwargs)
     return {k: None if is_cache(k, v) else False if k == "use_cache" else v for k, v in kwargs.items()}
 
 
@@ -137,9 +169,17 @@ def sequential_statistics(model: nn.Module, batches: Iterable[dict], modules: di
     of one per layer.
     Picked modules outside the stack (none in a Llama by default) are calibrated last, on
     a forward pass of the changed model.
+
+    A failure part-way (a later layer's statistics that ``change_fn`` cannot use, such as a
+    singular Gram matrix) leaves the model as it was: the parameters and buffers of each
+    layer's modules are saved (:class:`shrinklib.utils.Rollback`) before ``change_fn``
+    changes them and put back if anything after fails, at the cost of a copy of the
+    changed modules' tensors. The arguments are checked before anything runs
+    (:func:`check_calibration`; ``change_fn`` must be callable).
     """
-    if not modules:
-        raise ValueError("no module to calibrate")
+    check_calibration(model, batches, modules)
+    if not callable(change_fn):
+        raise TypeError(f"change_fn must be callable as change_fn(stats), got {change_fn!r}")
     layers = blocks(model)
     captured: list[tuple[tuple, dict]] = []
 
@@ -169,53 +209,67 @@ def sequential_statistics(model: nn.Module, batches: Iterable[dict], modules: di
             out = layer(**{**kwargs, "hidden_states": hidden[i]})
         return out[0] if isinstance(out, (tuple, list)) else out
 
-    was_training = model.training
-    model.eval()
+    rollback = Rollback()
     try:
         inside = set()
-        for layer in layers:
-            owned = {fqn: m for fqn, m in modules.items() if any(m is sub for sub in layer.modules())}
-            inside.update(owned)
-            if owned:
-                stats = _empty_stats(owned, gram)
-                handles = [m.register_forward_pre_hook(_stats_hook(stats[fqn])) for fqn, m in owned.items()]
-                try:
-                    for i in range(len(hidden)):
-                        run_layer(layer, i)
-                finally:
-                    for h in handles:
-                        h.remove()
-                change_fn(stats)
-            hidden = [run_layer(layer, i) for i in range(len(hidden))]
-    finally:
-        model.train(was_training)
-    rest = {fqn: m for fqn, m in modules.items() if fqn not in inside}
-    if rest:
-        change_fn(input_statistics(model, kept, rest, gram=gram))
+        with evaluating(model):  # each module's own mode put back after
+            for layer in layers:
+                owned = {fqn: m for fqn, m in modules.items() if any(m is sub for sub in layer.modules())}
+                inside.update(owned)
+                if owned:
+                    stats = _empty_stats(owned, gram)
+                    handles = [m.register_forward_pre_hook(_stats_hook(stats[fqn])) for fqn, m in owned.items()]
+                    try:
+                        for i in range(len(hidden)):
+                            run_layer(layer, i)
+                    finally:
+                        for h in handles:
+                            h.remove()
+                    rollback.save(owned.values())
+                    change_fn(stats)
+                hidden = [run_layer(layer, i) for i in range(len(hidden))]
+        rest = {fqn: m for fqn, m in modules.items() if fqn not in inside}
+        if rest:
+            stats = input_statistics(model, kept, rest, gram=gram)
+            rollback.save(rest.values())
+            change_fn(stats)
+    except BaseException:
+        rollback.restore()
+        raise
 
 
 def run_batches(model: nn.Module, batches: Iterable[dict], step: Callable[[dict], None], *, handles=(),
                 max_batches: int | None = None, what: str = "a") -> int:
-    """Call ``step(batch)`` on up to ``max_batches`` batches moved to the model's device, in eval mode.
+    """Call ``step(batch)`` on up to ``max_batches`` batches moved to the model's device, in eval mode
+    (every module's own mode is put back afterwards).
 
     Shared by the methods that read statistics off a model with hooks: the hooks in
     ``handles`` are removed and the model's mode restored however the loop ends. Returns
-    the number of batches seen; none is an error.
+    the number of batches seen; none is an error. ``model`` must be an ``nn.Module`` with a
+    parameter, ``batches`` an iterable of mappings, ``step`` callable and ``max_batches``
+    ``None`` or an int >= 1 (checked before anything runs; each batch as it is read).
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     seen = 0
-    try:
-        for batch in batches:
-            if max_batches is not None and seen >= max_batches:
-                break
-            step({k: v.to(device) for k, v in batch.items()})
-            seen += 1
+    try:  # the caller's hooks go, whatever fails
+        check_module(model)
+        check_iterable("batches", batches, what="an iterable of batches (a list of dicts, a DataLoader)")
+        if not callable(step):
+            raise TypeError(f"step must be callable as step(batch), got {step!r}")
+        if max_batches is not None:
+            check_positive_int("max_batches", max_batches)
+        first = next(iter(model.parameters()), None)
+        if first is None:
+            raise ValueError(f"this {type(model).__name__} has no parameter: there is nothing to calibrate")
+        with evaluating(model):
+            for batch in batches:
+                if max_batches is not None and seen >= max_batches:
+                    break
+                check_mapping(f"batches[{seen}]", batch)
+                step({k: v.to(first.device) for k, v in batch.items()})
+                seen += 1
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     if not seen:
         raise ValueError(f"batches gave no {what} batch")
     return seen
@@ -227,13 +281,16 @@ def inverse_hessian_cholesky(gram: torch.Tensor, percdamp: float = 0.01) -> tupl
     The shared first step of SparseGPT and GPTQ (Frantar et al.): features that never
     fired (``dead``, a zero diagonal) get a unit diagonal so ``H`` stays invertible, and
     ``percdamp`` times the mean diagonal is added for a stable inverse. Row ``i`` of ``U``
-    from the diagonal on is what the column-by-column updates need.
+    from the diagonal on is what the column-by-column updates need. ``gram`` must be a
+    finite, square, floating-point tensor and ``percdamp`` a finite number >= 0.
     """
-    if percdamp < 0:
-        raise ValueError(f"percdamp must be >= 0, got {percdamp}")
-    cols = gram.shape[0]
-    if gram.shape != (cols, cols):
+    percdamp = check_number("percdamp", percdamp, low=0, what="a finite number >= 0")
+    check_instance("gram", gram, torch.Tensor)
+    if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
         raise ValueError(f"gram must be square, got {tuple(gram.shape)}")
+    if not gram.is_floating_point() or not torch.isfinite(gram).all():
+        raise ValueError("gram must be a finite floating-point matrix (X^T X of finite inputs)")
+    cols = gram.shape[0]
     H = gram.to(torch.float64).clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
@@ -242,7 +299,12 @@ def inverse_hessian_cholesky(gram: torch.Tensor, percdamp: float = 0.01) -> tupl
 
 
 def lm_batches(token_blocks: torch.Tensor, batch_size: int = 4) -> list[dict]:
-    """Calibration batches ``{"input_ids": ...}`` from ``shrinklib.data.lm_blocks`` output."""
+    """Calibration batches ``{"input_ids": ...}`` from ``shrinklib.data.lm_blocks`` output.
+
+    ``token_blocks`` must be a 2-D tensor and ``batch_size`` an int >= 1.
+    """
+    check_instance("token_blocks", token_blocks, torch.Tensor)
+    check_positive_int("batch_size", batch_size)
     if token_blocks.ndim != 2:
         raise ValueError(f"token_blocks must be (blocks, block_size), got shape {tuple(token_blocks.shape)}")
     return [{"input_ids": token_blocks[i:i + batch_size]} for i in range(0, len(token_blocks), batch_size)]

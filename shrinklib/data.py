@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from shrinklib import assets
-from shrinklib._checks import check_int, check_positive_int
+from shrinklib._checks import check_bool, check_instance, check_int, check_iterable, check_positive_int
 from shrinklib.utils import check_seed
 
 RT_LABELS = ("negative", "positive")
@@ -86,7 +86,9 @@ def rotten_tomatoes(seed: int = 0):
 
     Columns ``text`` and ``label`` (0 = negative/rotten, 1 = positive/fresh). With the
     default seed the sizes are train 10,252, validation 1,000 and test 1,500.
+    ``seed`` must be a non-negative int.
     """
+    check_seed(seed)
     rows = [(c, t) for c, t in _rotten_tomatoes_rows() if c in ("fresh", "rotten")]
     texts, labels = _dedupe([t for _, t in rows], [int(c == "fresh") for c, _ in rows])
     sizes = {"test": RT_SIZES["test"], "validation": RT_SIZES["validation"], "train": 0}
@@ -113,8 +115,9 @@ def _bbc_articles() -> tuple[tuple[str, int], ...]:
 def bbc_news(seed: int = 0):
     """BBC News articles as a ``DatasetDict``: 5 classes (:data:`BBC_LABELS`), long texts.
 
-    Exact duplicate articles are dropped; the rest is split 70/10/20 with ``seed``.
+    Exact duplicate articles are dropped; the rest is split 70/10/20 with ``seed`` (a non-negative int).
     """
+    check_seed(seed)
     rows = _bbc_articles()
     texts, labels = _dedupe([t for t, _ in rows], [l for _, l in rows])
     n = len(texts)
@@ -153,13 +156,29 @@ def lm_text(name: str = "hamlet", part: str = "all") -> str:
 # Tokenization helpers
 
 
+def _check_dataset(dataset) -> None:
+    if not (hasattr(dataset, "map") and hasattr(dataset, "column_names")):
+        raise TypeError(f"dataset must be a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
+
+
+def _check_tokenizer(tokenizer, *, pads: bool = False) -> None:
+    if not callable(tokenizer) and not pads:
+        raise TypeError(f"tokenizer must be a tokenizer (callable on texts), got {type(tokenizer).__name__}")
+    if pads and not callable(getattr(tokenizer, "pad", None)):
+        raise TypeError(f"tokenizer must be a tokenizer with a pad method, got {type(tokenizer).__name__}")
+
+
 def tokenize(dataset, tokenizer, *, max_length: int = 64, text_column: str = "text"):
     """Tokenize a ``Dataset``/``DatasetDict`` (truncated to ``max_length``, not padded).
 
     Padding happens per batch in :func:`collate`, so short sentences cost little.
+    ``dataset`` must be a ``datasets`` dataset, ``tokenizer`` callable, ``max_length`` an
+    int >= 1 and ``text_column`` a str.
     """
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    _check_dataset(dataset)
+    _check_tokenizer(tokenizer)
+    check_positive_int("max_length", max_length)
+    check_instance("text_column", text_column, str)
 
     from datasets.utils import logging as datasets_logging
 
@@ -180,8 +199,10 @@ def collate(tokenizer):
 
     A ``label`` column becomes ``labels``; a ``teacher_logits`` column (a teacher's
     predictions stored with the data, :func:`shrinklib.distill.teacher_labelled`) is
-    carried as a float tensor for the loss terms that read it.
+    carried as a float tensor for the loss terms that read it. ``tokenizer`` must have a
+    ``pad`` method.
     """
+    _check_tokenizer(tokenizer, pads=True)
 
     def fn(examples):
         batch = tokenizer.pad(
@@ -204,13 +225,18 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
     ``megabatch * batch_size`` examples, sorts each megabatch by length and shuffles
     the order of the resulting batches. Batches stay random in content but hold
     sentences of similar length: on Rotten Tomatoes that halves the padded tokens. Every
-    new pass (epoch) uses the next seed, so passes differ but runs repeat.
+    new pass (epoch) uses the next seed, so passes differ but runs repeat. ``lengths`` is
+    an iterable of ints, ``batch_size`` and ``megabatch`` ints >= 1, ``seed`` an int >= 0.
     """
 
     def __init__(self, lengths, batch_size: int, *, seed: int = 0, megabatch: int = 50):
-        if batch_size < 1 or megabatch < 1:
-            raise ValueError(f"batch_size and megabatch must be >= 1, got {batch_size} and {megabatch}")
-        self.lengths = np.asarray(lengths)
+        check_iterable("lengths", lengths, what="an iterable of lengths (ints)")
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("megabatch", megabatch)
+        check_seed(seed)
+        self.lengths = np.asarray(list(lengths))
+        if self.lengths.ndim != 1 or (self.lengths.size and not np.issubdtype(self.lengths.dtype, np.integer)):
+            raise TypeError(f"lengths must be an iterable of ints, got an array of {self.lengths.dtype}")
         self.batch_size, self.seed, self.megabatch = batch_size, seed, megabatch
         self.passes = 0
 
@@ -236,12 +262,18 @@ def dataloader(dataset, tokenizer, *, batch_size: int = 32, shuffle: bool = Fals
     """A ``DataLoader`` of padded batches; ``dataset`` may be raw (``text``) or tokenized.
 
     With ``shuffle`` the order is seeded; with ``group_by_length`` as well, batches hold
-    sentences of similar length (see :class:`LengthGroupedSampler`).
+    sentences of similar length (see :class:`LengthGroupedSampler`). ``dataset`` must be
+    a ``datasets`` dataset, ``batch_size``/``max_length`` ints >= 1, ``seed`` an int >= 0,
+    ``shuffle``/``group_by_length`` bools.
     """
     from torch.utils.data import DataLoader
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_dataset(dataset)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("max_length", max_length)
+    check_bool("shuffle", shuffle)
+    check_bool("group_by_length", group_by_length)
+    check_seed(seed)
     if group_by_length and not shuffle:
         raise ValueError("group_by_length=True needs shuffle=True (it is a way of shuffling)")
     if "input_ids" not in dataset.column_names:
@@ -269,9 +301,16 @@ def model_inputs(batch, *, labels: bool = False) -> dict:
 
 
 def lm_blocks(text: str, tokenizer, *, block_size: int = 256, max_blocks: int | None = None) -> torch.Tensor:
-    """Token ids of ``text`` cut into non-overlapping rows of ``block_size`` tokens."""
-    if block_size < 2:
-        raise ValueError(f"block_size must be >= 2, got {block_size}")
+    """Token ids of ``text`` cut into non-overlapping rows of ``block_size`` tokens.
+
+    ``text`` must be a str, ``tokenizer`` callable, ``block_size`` an int >= 2 and
+    ``max_blocks`` an int >= 1 or ``None``.
+    """
+    check_instance("text", text, str)
+    _check_tokenizer(tokenizer)
+    check_int("block_size", block_size, minimum=2, what=">= 2 (an int)")
+    if max_blocks is not None:
+        check_positive_int("max_blocks", max_blocks)
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
     n = len(ids) // block_size
     if max_blocks is not None:

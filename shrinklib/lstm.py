@@ -14,10 +14,16 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from shrinklib._checks import check_int, check_number
+from shrinklib.rebuild import register_module
 
 
+@register_module
 class BiLSTMClassifier(nn.Module):
-    """Embedding -> bidirectional LSTM -> max-pool over tokens -> linear classifier."""
+    """Embedding -> bidirectional LSTM -> max-pool over tokens -> linear classifier.
+
+    The sizes are ints >= 1, ``pad_token_id`` an int in ``[0, vocab_size)`` and
+    ``dropout`` a number in [0, 1).
+    """
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class BiLSTMClassifier(nn.Module):
         for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("hidden_size", hidden_size),
                             ("num_layers", num_layers), ("num_labels", num_labels)):
             check_int(name, value, minimum=1, what="a positive int")
+        check_int("pad_token_id", pad_token_id, minimum=0, maximum=vocab_size - 1)
         check_number("dropout", dropout, low=0, high=1, high_open=True, what="in [0, 1)")
         self._kwargs = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
                             num_layers=num_layers, num_labels=num_labels, pad_token_id=pad_token_id, dropout=dropout)

@@ -18,9 +18,21 @@ A folder holds ``model.safetensors`` (every tensor once; never pickle) and
    once and tied again on load.
 
 A module is rebuilt as ``cls(**kwargs)``: modules of shrinklib give their arguments
-with a ``rebuild_kwargs()`` method, and the torch layers the book uses are described
-by :data:`TORCH_MODULE_ARGS`. ``save`` rebuilds the skeleton itself and refuses (with
-the module named) anything it could not rebuild, so a save that succeeds loads.
+with a ``rebuild_kwargs()`` method and are registered with :func:`register_module`, and
+the torch layers the book uses are described by :data:`TORCH_MODULE_ARGS` (both in
+:mod:`shrinklib.rebuild`). ``save`` rebuilds the skeleton itself and refuses (with the
+module named) anything it could not rebuild, so a save that succeeds loads.
+
+**A folder is data, never code.** ``load`` reads tensors with safetensors only. Before it
+imports or builds anything it checks the whole record (:func:`shrinklib.record.check_record`:
+every key and JSON type, every class and change kind against the allow-list of
+:mod:`shrinklib.rebuild`), then resolves every class and change applier through that
+allow-list: torch layers, model classes that the ``transformers`` package exports by name,
+classes registered with :func:`register_module`, kinds registered with
+:func:`register_change`. The only modules it may import are ``transformers`` and
+shrinklib's own :data:`~shrinklib.rebuild.PROVIDER_MODULES`; a module a folder names (a
+change's ``provider``, a class path) is never imported for being named. Anything else is
+a ``ValueError`` naming the place in ``shrinklib.json``.
 
 An unchanged Hugging Face model also gets ``config.json``, so ``from_pretrained`` reads
 the folder; a changed one does not, so ``from_pretrained`` cannot silently load
@@ -28,127 +40,29 @@ re-initialized weights into the wrong shapes.
 """
 from __future__ import annotations
 
-import importlib
+import contextlib
 import json
+import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-FORMAT_VERSION = 1
+from shrinklib._checks import check_instance, check_module
+from shrinklib.rebuild import (
+    TORCH_MODULE_ARGS, apply_change, build_module, cannot_build, change_applier, class_path, model_class,
+    module_class, module_spec, record_change, recorded_changes, register_change, register_module,
+)
+from shrinklib.record import FORMAT_VERSION, RECORD_FILE, TENSOR_DTYPES, check_record
+
 WEIGHTS_FILE = "model.safetensors"
-RECORD_FILE = "shrinklib.json"
 
-# ----------------------------------------------------------------------------------
-# Describing a module so that it can be built again
-
-#: Constructor arguments of the torch layers that transforms create or reshape.
-TORCH_MODULE_ARGS: dict[type, Callable[[nn.Module], dict]] = {
-    nn.Linear: lambda m: {"in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None},
-    nn.Embedding: lambda m: {
-        "num_embeddings": m.num_embeddings, "embedding_dim": m.embedding_dim, "padding_idx": m.padding_idx,
-    },
-    nn.LayerNorm: lambda m: {
-        "normalized_shape": list(m.normalized_shape), "eps": m.eps,
-        "elementwise_affine": m.elementwise_affine, "bias": m.bias is not None,
-    },
-    nn.LSTM: lambda m: {
-        "input_size": m.input_size, "hidden_size": m.hidden_size, "num_layers": m.num_layers, "bias": m.bias,
-        "batch_first": m.batch_first, "dropout": m.dropout, "bidirectional": m.bidirectional, "proj_size": m.proj_size,
-    },
-    nn.Dropout: lambda m: {"p": m.p},
-    nn.Identity: lambda m: {},
-    nn.ModuleList: lambda m: {},
-    nn.Sequential: lambda m: {},
-    nn.ReLU: lambda m: {},
-    nn.GELU: lambda m: {"approximate": m.approximate},
-    nn.Tanh: lambda m: {},
-}
-
-
-def class_path(cls: type) -> str:
-    """``"package.module:QualName"`` of a class, the form :func:`import_class` reads."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def import_class(path: str) -> type:
-    module_name, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def module_spec(module: nn.Module) -> dict | None:
-    """``{"class": ..., "kwargs": ...}`` that rebuilds ``module``'s shapes, or None if unknown."""
-    if hasattr(module, "rebuild_kwargs"):
-        kwargs = module.rebuild_kwargs()
-    elif type(module) in TORCH_MODULE_ARGS:
-        kwargs = TORCH_MODULE_ARGS[type(module)](module)
-    else:
-        return None
-    return {"class": class_path(type(module)), "kwargs": kwargs}
-
-
-def build_module(spec: dict) -> nn.Module:
-    return import_class(spec["class"])(**spec["kwargs"])
-
-
-# ----------------------------------------------------------------------------------
-# Change records that transforms log and load replays
-
-_CHANGE_APPLIERS: dict[str, Callable[[nn.Module, dict], None]] = {}
-_CHANGES_ATTR = "_shrinklib_changes"
-
-
-def register_change(kind: str):
-    """Decorator: ``apply(model, payload)`` replays a change of ``kind`` on a fresh model."""
-
-    def decorate(apply: Callable[[nn.Module, dict], None]):
-        if kind in _CHANGE_APPLIERS and _CHANGE_APPLIERS[kind] is not apply:
-            raise ValueError(f"a change of kind {kind!r} is already registered")
-        _CHANGE_APPLIERS[kind] = apply
-        return apply
-
-    return decorate
-
-
-def record_change(model: nn.Module, kind: str, **payload) -> None:
-    """Log, on ``model``, a change that :func:`load` must replay with the applier of ``kind``.
-
-    ``payload`` must be JSON (it is checked now, not at save time). The change must
-    already be made on ``model``; the log only says how to make it again.
-    """
-    if kind not in _CHANGE_APPLIERS:
-        raise ValueError(f"no change of kind {kind!r} is registered; known: {sorted(_CHANGE_APPLIERS)}")
-    try:
-        json.dumps(payload)
-    except TypeError as err:
-        raise TypeError(f"the payload of a {kind!r} change must be JSON-serializable: {err}") from None
-    provider = _CHANGE_APPLIERS[kind].__module__  # load imports it to find the applier
-    model.__dict__.setdefault(_CHANGES_ATTR, []).append({"kind": kind, "provider": provider, **payload})
-
-
-def recorded_changes(model: nn.Module) -> list[dict]:
-    """The change records logged on ``model`` so far (a copy)."""
-    return [dict(c) for c in model.__dict__.get(_CHANGES_ATTR, [])]
-
-
-def _apply_change(model: nn.Module, record: dict) -> None:
-    payload = {k: v for k, v in record.items() if k not in ("kind", "provider")}
-    kind = record["kind"]
-    if kind not in _CHANGE_APPLIERS and record.get("provider"):
-        importlib.import_module(record["provider"])  # registers the applier
-    if kind not in _CHANGE_APPLIERS:
-        raise ValueError(
-            f"this folder records a change of kind {kind!r} but no applier for it is registered; "
-            "import the shrinklib module that made it before calling shrinklib.load"
-        )
-    _CHANGE_APPLIERS[kind](model, payload)
-    record_change(model, kind, **payload)
-
+__all__ = [
+    "save", "load", "WEIGHTS_FILE", "RECORD_FILE", "FORMAT_VERSION", "check_record",
+    "register_module", "register_change", "record_change", "recorded_changes", "TORCH_MODULE_ARGS",
+]
 
 # ----------------------------------------------------------------------------------
 # The base model
@@ -158,22 +72,31 @@ def _base_spec(model: nn.Module) -> dict:
     from transformers import PreTrainedModel
 
     if isinstance(model, PreTrainedModel):
-        return {"kind": "transformers", "class": class_path(type(model)), "config": model.config.to_dict()}
+        path = class_path(type(model))
+        try:
+            exported = model_class(path) is type(model)
+        except ValueError:
+            exported = False
+        if not exported:
+            raise TypeError(
+                f"shrinklib.save cannot rebuild a {type(model).__name__}: shrinklib.load builds only the "
+                "Hugging Face model classes that the transformers package exports under their own name"
+            )
+        return {"kind": "transformers", "class": path, "config": model.config.to_dict()}
     spec = module_spec(model)
     if spec is None:
         raise TypeError(
             f"shrinklib.save cannot rebuild a {type(model).__name__}: it is neither a Hugging Face model "
-            "nor a module with a rebuild_kwargs() method returning its constructor arguments"
+            f"nor a module that shrinklib.load may build; it {cannot_build(model)}"
         )
     return {"kind": "module", **spec}
 
 
 def _build_base(base: dict) -> nn.Module:
-    cls = import_class(base["class"])
     if base["kind"] == "transformers":
-        config = cls.config_class.from_dict(dict(base["config"]))
-        return cls(config)
-    return cls(**base["kwargs"])
+        cls = model_class(base["class"])
+        return cls(cls.config_class.from_dict(dict(base["config"])))
+    return module_class(base["class"])(**base["kwargs"])
 
 
 # ----------------------------------------------------------------------------------
@@ -191,12 +114,20 @@ def _own_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _set_submodule(root: nn.Module, fqn: str, new: nn.Module) -> None:
+    """Put ``new`` at ``fqn``: in place of a submodule, appended to a ModuleList, or as a new
+    child; never over an attribute that is not a submodule (a method, a size)."""
     parent_name, _, child = fqn.rpartition(".")
     parent = root.get_submodule(parent_name)
-    if isinstance(parent, nn.ModuleList) and child.isdigit() and int(child) == len(parent):
-        parent.append(new)
-    else:
+    if child in parent._modules:
         setattr(parent, child, new)
+    elif isinstance(parent, nn.ModuleList):
+        if child != str(len(parent)):
+            raise ValueError(f"{fqn!r} is neither an item of the ModuleList {parent_name!r} nor the next one")
+        parent.append(new)
+    elif getattr(parent, child, None) is None:
+        setattr(parent, child, new)
+    else:
+        raise ValueError(f"{fqn!r} is an attribute of {type(parent).__name__} that is not a submodule")
 
 
 def _has_submodule(root: nn.Module, fqn: str) -> bool:
@@ -214,13 +145,15 @@ def _apply_structure(root: nn.Module, entry: dict) -> None:
     elif op == "delete":
         parent_name, _, child = fqn.rpartition(".")
         parent = root.get_submodule(parent_name)
+        if child not in parent._modules:
+            raise ValueError(f"{fqn!r} is not a submodule")
         if isinstance(parent, nn.ModuleList):
             del parent[int(child)]
         else:
             delattr(parent, child)
     elif op == "tensor":
         module = root.get_submodule(fqn)
-        empty = torch.empty(entry["shape"], dtype=getattr(torch, entry["dtype"]))
+        empty = torch.empty(entry["shape"], dtype=TENSOR_DTYPES[entry["dtype"]])
         module._parameters.pop(entry["name"], None)
         module._buffers.pop(entry["name"], None)
         if entry["tensor_kind"] == "parameter":
@@ -250,7 +183,7 @@ def _structure_entries(model: nn.Module, skeleton: nn.Module) -> list[dict]:
             if spec is None:
                 raise TypeError(
                     f"shrinklib.save cannot record the module at {fqn!r}: {type(module).__name__} differs from "
-                    "the base model and has no rebuild_kwargs() method to say how to build it"
+                    f"the base model and {cannot_build(module)}"
                 )
             add({"op": "module", "fqn": fqn, **spec})
             target = skeleton.get_submodule(fqn)
@@ -314,15 +247,17 @@ def _tie(model: nn.Module, alias: str, stored: str) -> None:
 # The public pair
 
 
-def save(model: nn.Module, folder: str | Path, tokenizer=None) -> Path:
+def save(model: nn.Module, folder: str | os.PathLike, tokenizer=None) -> Path:
     """Save ``model`` (and optionally its tokenizer) to ``folder``; returns the folder.
 
-    Raises ``TypeError`` before writing anything if some part of the model could not be
-    rebuilt by :func:`load`.
+    Raises ``TypeError`` before writing anything if ``model`` is not a module, ``folder`` not
+    a path, or some part of the model could not be rebuilt by :func:`load` (a class that is
+    neither a torch layer of :data:`TORCH_MODULE_ARGS`, nor registered with
+    :func:`register_module`, nor a model class that ``transformers`` exports). What it writes
+    passes :func:`check_record`.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    folder = Path(folder)
+    check_module(model)
+    folder = Path(check_instance("folder", folder, (str, os.PathLike), what="a path (str or os.PathLike)"))
     base = _base_spec(model)
     skeleton = _build_base(base)
     structure = _structure_entries(model, skeleton)
@@ -332,14 +267,19 @@ def save(model: nn.Module, folder: str | Path, tokenizer=None) -> Path:
     if expected.keys() != model.state_dict().keys():
         diff = sorted(expected.keys() ^ model.state_dict().keys())[:5]
         raise TypeError(f"shrinklib.save could not reproduce the model's structure; differing tensors: {diff}")
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.cpu() for k, v in state.items()}, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     record = {
         "format": FORMAT_VERSION, "base": base, "structure": structure,
         "changes": changes, "aliases": aliases, "training": model.training,
     }
-    (folder / RECORD_FILE).write_text(json.dumps(record, indent=1))
+    try:
+        text = json.dumps(record, indent=1)
+        check_record(json.loads(text))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"shrinklib.save could not write a record that shrinklib.load accepts: {err}") from err
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.cpu() for k, v in state.items()}, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    (folder / RECORD_FILE).write_text(text)
     if base["kind"] == "transformers" and not structure and not changes:
         model.config.save_pretrained(folder)
     elif (folder / "config.json").exists():
@@ -349,28 +289,69 @@ def save(model: nn.Module, folder: str | Path, tokenizer=None) -> Path:
     return folder
 
 
-def load(folder: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved in ``folder`` with :func:`save`, bit-exact."""
-    folder = Path(folder)
+@contextlib.contextmanager
+def _at(source: str, where: str, failed: str):
+    """Turn any failure inside (of an allowed constructor, an applier, the allow-list) into a
+    ValueError that names the place in the record."""
+    try:
+        yield
+    except Exception as err:
+        raise ValueError(f"{source}: {where} {failed}: {type(err).__name__}: {err}") from err
+
+
+def load(folder: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved in ``folder`` with :func:`save`, bit-exact.
+
+    A folder is data, never code: the record is checked whole by :func:`check_record`
+    before anything is imported or built, every class is resolved through the allow-list
+    (:func:`module_class`, :func:`model_class`) and every change kind through
+    :func:`change_applier` before anything is built, tensors are read with safetensors
+    only. A record that fails, or whose entries do not fit the model they build, gives a
+    ``ValueError`` naming the place in ``shrinklib.json``; a ``folder`` that is not a path, a
+    ``TypeError``; a folder without the record, ``FileNotFoundError``.
+    """
+    folder = Path(check_instance("folder", folder, (str, os.PathLike), what="a path (str or os.PathLike)"))
     record_path = folder / RECORD_FILE
     if not record_path.exists():
         raise FileNotFoundError(
             f"{folder} holds no {RECORD_FILE}; it was not written by shrinklib.save "
             "(for a plain Hugging Face folder use from_pretrained)"
         )
-    record = json.loads(record_path.read_text())
-    if record.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{record_path} has format {record.get('format')!r}; this shrinklib reads {FORMAT_VERSION}")
-    model = _build_base(record["base"])
-    for entry in record["structure"]:
-        _apply_structure(model, entry)
-    for change in record["changes"]:
-        _apply_change(model, change)
+    source = str(record_path)
+    try:
+        record = json.loads(record_path.read_text())
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{source} is not valid JSON: {err}") from None
+    check_record(record, source=source)
+
+    # every class and applier the record needs, resolved before anything is built
+    base = record["base"]
+    with _at(source, "base['class']", "is refused"):
+        (model_class if base["kind"] == "transformers" else module_class)(base["class"])
+    for i, entry in enumerate(record["structure"]):
+        if entry["op"] == "module":
+            with _at(source, f"structure[{i}]['class']", "is refused"):
+                module_class(entry["class"])
+    for i, change in enumerate(record["changes"]):
+        with _at(source, f"changes[{i}]['kind']", "is refused"):
+            change_applier(change["kind"])
+
+    with _at(source, "base", "could not be built"):
+        model = _build_base(base)
+    for i, entry in enumerate(record["structure"]):
+        with _at(source, f"structure[{i}] ({entry['op']} at {entry['fqn']!r})", "could not be replayed"):
+            _apply_structure(model, entry)
+    for i, change in enumerate(record["changes"]):
+        with _at(source, f"changes[{i}] (kind {change['kind']!r})", "could not be replayed"):
+            apply_change(model, change)
     state = load_file(str(folder / WEIGHTS_FILE))
     for alias, stored in record["aliases"].items():
+        if stored not in state:
+            raise ValueError(f"{source}: aliases[{alias!r}] names {stored!r}, which {WEIGHTS_FILE} does not hold")
         state[alias] = state[stored]
-    model.load_state_dict(state, strict=True, assign=True)
-    for alias, stored in record["aliases"].items():
-        _tie(model, alias, stored)
+    with _at(source, f"the tensors of {WEIGHTS_FILE}", "do not fit the model the record describes"):
+        model.load_state_dict(state, strict=True, assign=True)
+        for alias, stored in record["aliases"].items():
+            _tie(model, alias, stored)
     model.train(record.get("training", False))
     return model.to(device)

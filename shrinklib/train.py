@@ -26,9 +26,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shrinklib._checks import check_int, check_number, check_positive_int
+from shrinklib._checks import (
+    check_bool,
+    check_instance,
+    check_int,
+    check_iterable,
+    check_mapping,
+    check_module,
+    check_number,
+    check_positive_int,
+    is_number,
+)
 from shrinklib.data import model_inputs
-from shrinklib.utils import seed_everything
+from shrinklib.utils import check_seed, seed_everything
 
 LossTerm = Callable[[nn.Module, dict, Any], torch.Tensor]
 
@@ -73,8 +83,12 @@ class TrainConfig:
         if self.grad_clip is not None:
             check_number("TrainConfig.grad_clip", self.grad_clip, low=0, low_open=True, what="> 0 or None")
         check_number("TrainConfig.task_loss_weight", self.task_loss_weight, low=0, what=">= 0")
+        check_seed(self.seed)
+        for name in ("select_best", "group_by_length", "progress"):
+            check_bool(f"TrainConfig.{name}", getattr(self, name))
+        check_mapping("TrainConfig.param_lrs", self.param_lrs)
         for suffix, lr in dict(self.param_lrs).items():
-            if not (isinstance(suffix, str) and suffix) or not (isinstance(lr, (int, float)) and lr > 0):
+            if not (isinstance(suffix, str) and suffix) or not (is_number(lr) and math.isfinite(lr) and lr > 0):
                 raise ValueError(f"TrainConfig.param_lrs maps name suffixes to rates > 0, got {suffix!r}: {lr!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"TrainConfig.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
@@ -117,10 +131,26 @@ def epoch_steps(epochs: float, examples: int, batch_size: int) -> int:
 
 
 def linear_warmup_decay(step: int, total: int, warmup: int) -> float:
-    """Learning-rate multiplier: 0 -> 1 over ``warmup`` steps, then 1 -> 0 at ``total``."""
+    """Learning-rate multiplier: 0 -> 1 over ``warmup`` steps, then 1 -> 0 at ``total`` (ints: step, warmup >= 0, total >= 1)."""
+    check_int("step", step, minimum=0)
+    check_positive_int("total", total)
+    check_int("warmup", warmup, minimum=0)
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _check_data(name: str, data, *, labels: bool = True) -> None:
+    """``data`` is a ``DataLoader`` or a ``datasets.Dataset``, with a ``label`` column if ``labels`` (a dataset's is checked)."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(data, DataLoader):
+        return
+    columns = getattr(data, "column_names", None)
+    if not isinstance(columns, list) or not callable(getattr(data, "map", None)):
+        raise TypeError(f"{name} must be a datasets.Dataset or a torch DataLoader of dict batches, got {type(data).__name__}")
+    if labels and not {"label", "labels"} & set(columns):
+        raise ValueError(f"{name} must have a 'label' column (the loss and the accuracy need it), got columns {columns}")
 
 
 def _loader(data, tokenizer, *, batch_size, shuffle, seed, max_length, group_by_length=False):
@@ -160,8 +190,13 @@ def make_optimizer(model: nn.Module, config: TrainConfig, extra: Sequence[tuple[
     biases and LayerNorm weights (no decay).
 
     ``extra`` adds ``(name, parameter)`` pairs that live outside the model (a loss term's
-    projections). A model with no trainable parameter raises ``ValueError``.
+    projections). A model with no trainable parameter raises ``ValueError``; a ``model``
+    that is not an ``nn.Module``, a ``config`` that is not a :class:`TrainConfig` or an
+    ``extra`` that is not an iterable, ``TypeError``.
     """
+    check_module(model)
+    check_instance("config", config, TrainConfig)
+    check_iterable("extra", extra, what="an iterable of (name, parameter) pairs")
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad] + list(extra)
     if not params:
         raise ValueError("the model has no trainable parameter (every requires_grad is False)")
@@ -195,6 +230,28 @@ def _evaluate_prepared(model, loader, accelerator) -> dict[str, float]:
     return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
 
 
+def _state_before_prepare(model: nn.Module) -> tuple:
+    """What ``accelerator.prepare`` and ``model.train()`` change on ``model`` itself: its attributes
+    (Accelerate marks the model and may wrap its ``forward``), its device and every module's mode."""
+    first = next(iter(model.parameters()), None)
+    return model, dict(vars(model)), None if first is None else first.device, [(m, m.training) for m in model.modules()]
+
+
+def _restore_after_failure(before: tuple) -> None:
+    """Undo :func:`_state_before_prepare`'s list of changes: a fit that fails before its first optimizer
+    step (no labels, nothing to minimize) leaves the model as it was."""
+    model, attributes, device, modes = before
+    for name in list(vars(model)):
+        if name not in attributes:
+            del vars(model)[name]
+    vars(model).update({k: v for k, v in attributes.items() if k == "forward"})
+    first = next(iter(model.parameters()), None)
+    if device is not None and first is not None and first.device != device:
+        model.to(device)
+    for module, training in modes:
+        module.training = training
+
+
 def _accelerator(mixed_precision: str = "no"):
     from accelerate import Accelerator
 
@@ -202,7 +259,15 @@ def _accelerator(mixed_precision: str = "no"):
 
 
 def evaluate(model: nn.Module, data, *, tokenizer=None, batch_size: int = 128, max_length: int = 64) -> dict[str, float]:
-    """Accuracy and mean loss of a classifier on ``data`` (a ``Dataset`` or ``DataLoader``)."""
+    """Accuracy and mean loss of a classifier on ``data`` (a ``Dataset`` or ``DataLoader``).
+
+    ``model`` must be an ``nn.Module``, ``data`` a ``Dataset`` with a ``label`` column or a
+    ``DataLoader``, ``batch_size``/``max_length`` ints >= 1.
+    """
+    check_module(model)
+    _check_data("data", data)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("max_length", max_length)
     accelerator = _accelerator()
     loader = accelerator.prepare(
         _loader(data, tokenizer, batch_size=batch_size, shuffle=False, seed=0, max_length=max_length)
@@ -228,9 +293,25 @@ def fit(
     one, or a ``DataLoader`` of dict batches with ``labels``. With ``eval_data`` the
     model is evaluated every ``config.eval_every`` steps and at the end, and with
     ``config.select_best`` it ends holding the weights that scored best.
+
+    Every argument is checked before the model changes: ``model`` an ``nn.Module``,
+    the data as above (``TypeError``/``ValueError`` naming ``train_data``/``eval_data``;
+    ``train_data`` needs labels only when ``config.task_loss_weight`` is not 0),
+    ``extra_losses`` a mapping of callables, ``callbacks`` an iterable of callables. Batches
+    the model cannot learn from (no labels and no extra loss) fail at the first batch,
+    before any optimizer step, and leave the model as it was (its train/eval modes
+    included). An error raised later (by a callback or a loss term) leaves the model as
+    trained up to that step.
     """
+    check_module(model)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_data("train_data", train_data, labels=bool(config.task_loss_weight))
+    if eval_data is not None:
+        _check_data("eval_data", eval_data)
+    if extra_losses is not None:
+        check_mapping("extra_losses", extra_losses)
+    callbacks = list(check_iterable("callbacks", callbacks, what="an iterable of callables taking a StepState"))
     extra_losses = dict(extra_losses or {})
     for name, term in extra_losses.items():
         if not callable(term):
@@ -248,72 +329,80 @@ def fit(
             term.to(accelerator.device)
     term_params = _term_parameters(model, extra_losses)
     raw_optimizer = make_optimizer(model, config, term_params)
-    model, optimizer, loader = accelerator.prepare(model, raw_optimizer, loader)
-    # Steps are counted per process on the prepared (sharded) loader, and the schedule is
-    # driven here rather than by Accelerate's scheduler wrapper, which steps once per
-    # process: so a step budget means the same number of optimizer steps on 1 or N devices.
-    total = config.max_steps or max(1, math.ceil(config.epochs * len(loader)))
-    warmup = int(config.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, lambda s: linear_warmup_decay(s, total, warmup))
-    eval_loader = None
+    raw_eval_loader = None
     if eval_data is not None:
-        eval_loader = accelerator.prepare(_loader(eval_data, tokenizer, batch_size=128, shuffle=False,
-                                                  seed=0, max_length=config.max_length))
+        raw_eval_loader = _loader(eval_data, tokenizer, batch_size=128, shuffle=False, seed=0,
+                                  max_length=config.max_length)
+    before, bar = _state_before_prepare(model), None
+    try:
+        model, optimizer, loader = accelerator.prepare(model, raw_optimizer, loader)
+        # Steps are counted per process on the prepared (sharded) loader, and the schedule is
+        # driven here rather than by Accelerate's scheduler wrapper, which steps once per
+        # process: so a step budget means the same number of optimizer steps on 1 or N devices.
+        total = config.max_steps or max(1, math.ceil(config.epochs * len(loader)))
+        warmup = int(config.warmup_ratio * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, lambda s: linear_warmup_decay(s, total, warmup))
+        eval_loader = None if raw_eval_loader is None else accelerator.prepare(raw_eval_loader)
 
-    result, best_state = TrainResult(), None
-    start = time.perf_counter()
+        result, best_state = TrainResult(), None
+        start = time.perf_counter()
 
-    def run_eval(step: int) -> None:
-        nonlocal best_state
-        metrics = _evaluate_prepared(model, eval_loader, accelerator)
-        result.history.append({"step": step, "eval_accuracy": metrics["accuracy"], "eval_loss": metrics["loss"]})
-        result.final_accuracy = metrics["accuracy"]
-        if result.best_accuracy is None or metrics["accuracy"] > result.best_accuracy:
-            result.best_accuracy, result.best_step = metrics["accuracy"], step
-            if config.select_best:
-                unwrapped = accelerator.unwrap_model(model)
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
-        bar.set_postfix(loss=f"{loss.item():.3f}" if step else "-", eval_acc=f"{metrics['accuracy']:.3f}")
+        def run_eval(step: int) -> None:
+            nonlocal best_state
+            metrics = _evaluate_prepared(model, eval_loader, accelerator)
+            result.history.append({"step": step, "eval_accuracy": metrics["accuracy"], "eval_loss": metrics["loss"]})
+            result.final_accuracy = metrics["accuracy"]
+            if result.best_accuracy is None or metrics["accuracy"] > result.best_accuracy:
+                result.best_accuracy, result.best_step = metrics["accuracy"], step
+                if config.select_best:
+                    unwrapped = accelerator.unwrap_model(model)
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
+            bar.set_postfix(loss=f"{loss.item():.3f}" if step else "-", eval_acc=f"{metrics['accuracy']:.3f}")
 
-    model.train()
-    step, loss = 0, torch.zeros(())
-    bar = tqdm(total=total, desc="train", disable=not (config.progress and accelerator.is_local_main_process),
-               mininterval=2.0, dynamic_ncols=True)
-    while step < total:
-        for batch in loader:
-            outputs = model(**model_inputs(batch, labels=True))
-            terms = {}
-            if config.task_loss_weight:
-                if outputs.loss is None:
-                    raise ValueError("the model returned no loss: batches must hold 'labels'")
-                terms["task"] = config.task_loss_weight * outputs.loss
-            for name, term in extra_losses.items():
-                terms[name] = term(model, batch, outputs)
-            if not terms:
-                raise ValueError("nothing to minimize: task_loss_weight is 0 and no extra_losses were given")
-            loss = sum(terms.values())
-            accelerator.backward(loss)
-            if config.grad_clip is not None:
-                accelerator.clip_grad_norm_([*model.parameters(), *(p for _, p in term_params)], config.grad_clip)
-            lr = scheduler.get_last_lr()[0]  # the rate this step used
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            state = StepState(step=step, total_steps=total, model=model, optimizer=optimizer, loss=loss.item(),
-                              terms={k: v.item() for k, v in terms.items()}, lr=lr)
-            for cb in callbacks:
-                cb(state)
-            if step % 10 == 0 or step == total:
-                result.history.append({"step": step, "loss": state.loss, "lr": state.lr,
-                                       **{f"loss_{k}": v for k, v in state.terms.items()}})
-            bar.update(1)
-            if bar.n % 10 == 0:
-                bar.set_postfix(loss=f"{state.loss:.3f}")
-            if eval_loader is not None and config.eval_every and step % config.eval_every == 0 and step < total:
-                run_eval(step)
-            if step >= total:
-                break
+        step, loss = 0, torch.zeros(())
+        bar = tqdm(total=total, desc="train", disable=not (config.progress and accelerator.is_local_main_process),
+                   mininterval=2.0, dynamic_ncols=True)
+        model.train()
+        while step < total:
+            for batch in loader:
+                outputs = model(**model_inputs(batch, labels=True))
+                terms = {}
+                if config.task_loss_weight:
+                    if outputs.loss is None:
+                        raise ValueError("the model returned no loss: batches must hold 'labels'")
+                    terms["task"] = config.task_loss_weight * outputs.loss
+                for name, term in extra_losses.items():
+                    terms[name] = term(model, batch, outputs)
+                if not terms:
+                    raise ValueError("nothing to minimize: task_loss_weight is 0 and no extra_losses were given")
+                loss = sum(terms.values())
+                accelerator.backward(loss)
+                if config.grad_clip is not None:
+                    accelerator.clip_grad_norm_([*model.parameters(), *(p for _, p in term_params)], config.grad_clip)
+                lr = scheduler.get_last_lr()[0]  # the rate this step used
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                state = StepState(step=step, total_steps=total, model=model, optimizer=optimizer, loss=loss.item(),
+                                  terms={k: v.item() for k, v in terms.items()}, lr=lr)
+                for cb in callbacks:
+                    cb(state)
+                if step % 10 == 0 or step == total:
+                    result.history.append({"step": step, "loss": state.loss, "lr": state.lr,
+                                           **{f"loss_{k}": v for k, v in state.terms.items()}})
+                bar.update(1)
+                if bar.n % 10 == 0:
+                    bar.set_postfix(loss=f"{state.loss:.3f}")
+                if eval_loader is not None and config.eval_every and step % config.eval_every == 0 and step < total:
+                    run_eval(step)
+                if step >= total:
+                    break
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        _restore_after_failure(before)
+        raise
     if eval_loader is not None:
         run_eval(step)
     bar.close()

@@ -1,4 +1,4 @@
-"""Small helpers every chapter uses: seeding and module replacement.
+"""Small helpers every chapter uses: seeding, module replacement, and undoing a failed change.
 
 The ``filter_fn(module, fqn) -> bool`` convention
 --------------------------------------------------
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from shrinklib._checks import check_int
+from shrinklib._checks import check_bool, check_instance, check_int, check_module
 
 FilterFn = Callable[[nn.Module, str], bool]
 Factory = Callable[[nn.Module, str], nn.Module]
@@ -45,7 +45,8 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 
 def is_head(fqn: str) -> bool:
-    """True when ``fqn`` names a module of the task head (see :data:`HEAD_NAMES`)."""
+    """True when ``fqn`` names a module of the task head (see :data:`HEAD_NAMES`); ``fqn`` must be a str."""
+    check_instance("fqn", fqn, str)
     return any(part in HEAD_NAMES for part in fqn.split("."))
 
 
@@ -60,10 +61,23 @@ def all_linears(module: nn.Module, fqn: str) -> bool:
 
 
 def matching_modules(model: nn.Module, filter_fn: FilterFn | None = None) -> Iterator[tuple[str, nn.Module]]:
-    """Yield ``(fqn, module)`` for each submodule that ``filter_fn`` picks (default: :func:`encoder_linears`)."""
-    filter_fn = encoder_linears if filter_fn is None else filter_fn
+    """Yield ``(fqn, module)`` for each submodule that ``filter_fn`` picks (default: :func:`encoder_linears`).
+
+    ``model`` must be an ``nn.Module`` and ``filter_fn`` callable: a ``TypeError`` says so
+    when this is called, before anything is yielded.
+    """
+    return _picked(check_module(model), check_filter_fn(filter_fn))
+
+
+def check_filter_fn(filter_fn: FilterFn | None, default: FilterFn = encoder_linears) -> FilterFn:
+    """``filter_fn``, or ``default`` for ``None``; ``TypeError`` if it is not callable."""
+    filter_fn = default if filter_fn is None else filter_fn
     if not callable(filter_fn):
         raise TypeError(f"filter_fn must be callable as filter_fn(module, fqn), got {filter_fn!r}")
+    return filter_fn
+
+
+def _picked(model: nn.Module, filter_fn: FilterFn) -> Iterator[tuple[str, nn.Module]]:
     for fqn, module in model.named_modules():
         if fqn and filter_fn(module, fqn):
             yield fqn, module
@@ -99,12 +113,15 @@ def replace_modules_(
     The set of modules is decided before anything changes, so a factory may return a
     module that ``filter_fn`` would pick again without being visited twice. With
     ``strict=True`` (the default) a model in which nothing matches raises ``ValueError``
-    rather than silently staying as it was. Returns ``model``.
+    rather than silently staying as it was. Every factory call is made, and every result
+    checked to be an ``nn.Module``, before the first swap, so a factory that fails on one
+    module leaves the model as it was. Each new module takes the training mode of the one it
+    replaces. Returns ``model``.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if not callable(factory):
         raise TypeError(f"factory must be callable as factory(module, fqn), got {factory!r}")
+    check_bool("strict", strict)
     targets = list(matching_modules(model, filter_fn))
     if strict and not targets:
         raise ValueError(
@@ -118,8 +135,63 @@ def replace_modules_(
             raise TypeError(f"factory returned {type(new).__name__} for {fqn!r}; it must return an nn.Module")
         new_modules.append((fqn, new))
     for fqn, new in new_modules:  # swap only once every factory call has succeeded
+        new.train(model.get_submodule(fqn).training)  # in the mode of the module it replaces
         model.set_submodule(fqn, new)
     return model
+
+
+class Rollback:
+    """Puts modules' own tensors back as they were when a change fails part-way through.
+
+    Most transforms compute every new tensor first and assign them all at the end, so a
+    failure leaves the model untouched. A method that changes a model layer by layer,
+    each layer calibrated on the layers already changed (:func:`shrinklib.calibration.sequential_statistics`),
+    cannot: a later layer can fail (a singular matrix) after earlier ones changed. It calls
+    :meth:`save` on the modules it is about to change, and :meth:`restore` if anything fails.
+
+    :meth:`save` keeps, per module (once), its own parameters and buffers: the tensor
+    objects and a copy of their values. :meth:`restore` puts those objects back, with
+    their values, ``requires_grad`` and persistence, and drops parameters and buffers
+    added since (a ``weight_mask``). Only saved modules are restored; the copies cost the
+    memory of the saved tensors.
+    """
+
+    def __init__(self):
+        self._saved: dict[int, tuple] = {}
+
+    def save(self, modules: Iterable[nn.Module]) -> None:
+        """Remember the current tensors of each of ``modules`` (a module saved before is kept as first saved)."""
+        for module in modules:
+            check_module(module, "module")
+            if id(module) in self._saved:
+                continue
+            params = {n: None if p is None else (p, p.detach().clone(), p.requires_grad)
+                      for n, p in module._parameters.items()}
+            buffers = {n: None if b is None else (b, b.detach().clone()) for n, b in module._buffers.items()}
+            self._saved[id(module)] = (module, params, buffers, set(module._non_persistent_buffers_set))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put every saved module's tensors back as :meth:`save` found them."""
+        for module, params, buffers, non_persistent in reversed(self._saved.values()):
+            module._parameters.clear()
+            for name, saved in params.items():
+                module._parameters[name] = None if saved is None else _put_back(*saved[:2], saved[2])
+            module._buffers.clear()
+            for name, saved in buffers.items():
+                module._buffers[name] = None if saved is None else _put_back(*saved, None)
+            module._non_persistent_buffers_set.clear()
+            module._non_persistent_buffers_set.update(non_persistent)
+
+
+def _put_back(tensor: torch.Tensor, values: torch.Tensor, requires_grad: bool | None) -> torch.Tensor:
+    if tensor.shape == values.shape and tensor.dtype == values.dtype and tensor.device == values.device:
+        tensor.copy_(values)
+    else:
+        tensor.data = values
+    if requires_grad is not None:
+        tensor.requires_grad_(requires_grad)
+    return tensor
 
 
 def glue(name: str, value, *, display: bool = False) -> None:
@@ -128,8 +200,9 @@ def glue(name: str, value, *, display: bool = False) -> None:
     The book's prose quotes numbers from the run that produced them (myst-nb's glue),
     never typed by hand. Glue plain numbers (``float(x)``, not NumPy scalars) and format
     them in the text, e.g. ``{glue:text}`acc:.1%```. Where myst-nb is not installed (a
-    bare Colab runtime) this does nothing.
+    bare Colab runtime) this does nothing. ``name`` must be a str.
     """
+    check_instance("name", name, str)
     try:
         from myst_nb import glue as myst_glue
     except ImportError:

@@ -86,3 +86,23 @@ def test_slice_linear_keeps_the_rows_or_columns_asked_for():
     torch.testing.assert_close(cols(x[:, index]), x[:, index] @ linear.weight[:, index].T + linear.bias)
     with pytest.raises(ValueError, match="dim must be 0 .* or 1"):
         arch.slice_linear(linear, index, dim=2)
+
+
+@pytest.mark.parametrize("function", [arch.unwrap, arch.blocks, arch.encoder_layers, arch.attention_modules,
+                                      arch.ffn_modules, arch.input_embedding, arch.lm_head, arch.tied_embeddings,
+                                      arch.pad_id], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad", ["bert", 3], ids=["str", "int"])
+def test_a_model_that_is_not_a_module_is_refused_by_name(function, bad):
+    with pytest.raises(TypeError, match=f"model must be a torch.nn.Module, got {type(bad).__name__}"):
+        function(bad)
+
+
+def test_slice_linear_and_pad_id_check_their_other_arguments():
+    with pytest.raises(TypeError, match="linear must be a torch.nn.modules.linear.Linear, got ReLU"):
+        arch.slice_linear(nn.ReLU(), torch.tensor([0]), 0)
+    with pytest.raises(TypeError, match="index must be a torch.Tensor, got list"):
+        arch.slice_linear(nn.Linear(3, 2), [0], 0)
+    with pytest.raises(TypeError, match="index must be an integer tensor of row or column numbers, got torch.float32"):
+        arch.slice_linear(nn.Linear(3, 2), torch.tensor([0.0]), 0)
+    with pytest.raises(ValueError, match="default must be an int, got '0'"):
+        arch.pad_id(zoo.tiny_lstm(), default="0")

@@ -59,3 +59,46 @@ def test_check_bool_and_choice():
 def test_check_tensor_refuses_what_cannot_be_ranged(x, error, message):
     with pytest.raises(error, match=message):
         _checks.check_tensor(x, "w")
+
+
+def test_type_checks_name_the_argument_and_what_they_got():
+    from shrinklib._checks import check_instance, check_iterable, check_mapping, check_module
+
+    layer = torch.nn.Linear(2, 2)
+    assert check_module(layer) is layer
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        check_module("bert-base-uncased")
+    with pytest.raises(TypeError, match="teacher must be a torch.nn.Module, got int"):
+        check_module(3, "teacher")
+    assert check_mapping("batch", {"a": 1}) == {"a": 1}
+    with pytest.raises(TypeError, match=r"batch must be a mapping \(a dict\), got list"):
+        check_mapping("batch", [1])
+    assert check_iterable("batches", ({"a": 1},)) == ({"a": 1},)
+    for bad in ("text", b"bytes", 3, None):
+        with pytest.raises(TypeError, match="batches must be an iterable"):
+            check_iterable("batches", bad)
+    assert check_instance("n", 3, int) == 3
+    with pytest.raises(TypeError, match="config must be a dict, got float"):
+        check_instance("config", 3.0, dict)
+
+
+def test_the_unchanged_fixture_sees_every_kind_of_change(unchanged):
+    """The fixture that the bad-input tests use must fail on each kind of change it promises to catch."""
+    def changes():
+        yield lambda m: m[0].weight.data.view(-1)[0].add_(1e-7)  # one bit of one weight
+        yield lambda m: m[0].register_buffer("mask", torch.ones(1))  # a tensor added
+        yield lambda m: m.__setitem__(1, torch.nn.Identity())  # a module swapped
+        yield lambda m: setattr(m[0], "out_features", 5)  # a plain attribute
+        yield lambda m: m[0].weight.requires_grad_(False)
+        yield lambda m: m.eval()
+        yield lambda m: m[0].register_forward_hook(lambda *a: None)
+        yield lambda m: vars(m).setdefault("_shrinklib_changes", []).append({"kind": "x"})
+
+    for change in changes():
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
+        with pytest.raises(AssertionError):
+            with unchanged(model):
+                change(model)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
+    with unchanged(model):
+        model(torch.randn(2, 3))  # a forward pass changes nothing

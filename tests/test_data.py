@@ -151,3 +151,45 @@ def test_sentences_are_whole_clean_sentences_of_their_corpus():
 def test_sentences_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+class _Pads:
+    """A tokenizer that can only pad (for already tokenized data); not callable on text."""
+
+    def pad(self, examples, return_tensors="pt"):
+        return {k: torch.tensor([e[k] for e in examples]) for k in examples[0]}
+
+
+def _tokenized():
+    from datasets import Dataset
+
+    return Dataset.from_dict({"input_ids": [[5, 6, 7], [8, 9, 4]], "label": [0, 1]})
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: data.rotten_tomatoes(seed=-1), ValueError, "seed must be a non-negative int, got -1"),
+    (lambda: data.bbc_news(seed="0"), ValueError, "seed must be a non-negative int, got '0'"),
+    (lambda: data.tokenize(["a text"], str.split), TypeError, "dataset must be a datasets.Dataset or DatasetDict, got list"),
+    (lambda: data.tokenize(_tokenized(), 3), TypeError, r"tokenizer must be a tokenizer \(callable on texts\), got int"),
+    (lambda: data.tokenize(_tokenized(), str.split, max_length=0), ValueError, "max_length must be an int >= 1, got 0"),
+    (lambda: data.collate("bert-base-uncased"), TypeError, "tokenizer must be a tokenizer with a pad method, got str"),
+    (lambda: data.LengthGroupedSampler(7, 2), TypeError, r"lengths must be an iterable of lengths \(ints\), got int"),
+    (lambda: data.LengthGroupedSampler([1.5, 2.0], 2), TypeError, "lengths must be an iterable of ints"),
+    (lambda: data.LengthGroupedSampler([1, 2], 0), ValueError, "batch_size must be an int >= 1, got 0"),
+    (lambda: data.LengthGroupedSampler([1, 2], 2, megabatch=0), ValueError, "megabatch must be an int >= 1, got 0"),
+    (lambda: data.dataloader({"input_ids": [[1]]}, _Pads()), TypeError, "dataset must be a datasets.Dataset"),
+    (lambda: data.dataloader(_tokenized(), _Pads(), batch_size=0), ValueError, "batch_size must be an int >= 1, got 0"),
+    (lambda: data.dataloader(_tokenized(), _Pads(), shuffle=1), TypeError, "shuffle must be True or False, got 1"),
+    (lambda: data.dataloader(_tokenized(), None), TypeError, "tokenizer must be a tokenizer with a pad method, got NoneType"),
+    (lambda: data.lm_blocks(["some", "text"], str.split), TypeError, "text must be a str, got list"),
+    (lambda: data.lm_blocks("some text", str.split, block_size=4, max_blocks=0), ValueError, "max_blocks must be an int >= 1, got 0"),
+])
+def test_data_arguments_of_the_wrong_type_or_range_are_refused_by_name(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_a_tokenizer_that_only_pads_is_enough_for_tokenized_data():
+    batch = next(iter(data.dataloader(_tokenized(), _Pads(), batch_size=2)))
+    assert batch["labels"].tolist() == [0, 1]
+    assert list(data.LengthGroupedSampler([3, 2, 5], 2, seed=1)) != [] and len(data.LengthGroupedSampler([], 2)) == 0

@@ -36,6 +36,9 @@ def test_labels_give_the_cross_entropy_and_rebuild_kwargs_rebuild_it():
     ({"vocab_size": True}, "vocab_size must be a positive int, got True"),
     ({"vocab_size": 9, "hidden_size": 2.0}, "hidden_size must be a positive int"),
     ({"vocab_size": 9, "dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+    ({"vocab_size": 9, "dropout": float("nan")}, r"dropout must be in \[0, 1\), got nan"),
+    ({"vocab_size": 9, "pad_token_id": 9}, "pad_token_id must be an int from 0 to 8, got 9"),
+    ({"vocab_size": 9, "pad_token_id": "0"}, "pad_token_id must be an int from 0 to 8, got '0'"),
 ])
 def test_bad_sizes_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

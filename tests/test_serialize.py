@@ -8,6 +8,7 @@ import shrinklib
 from shrinklib import serialize, zoo
 
 
+@serialize.register_module  # load builds only registered classes
 class ScaledLinear(nn.Module):
     """A stand-in for a transform's module: a Linear with an int8 code buffer and a scale."""
 
@@ -159,3 +160,58 @@ def test_load_refuses_folders_it_did_not_write(tmp_path):
     (tmp_path / serialize.RECORD_FILE).write_text(json.dumps({"format": 99}))
     with pytest.raises(ValueError, match="format 99"):
         shrinklib.load(tmp_path)
+
+
+def test_save_refuses_what_load_would_refuse_and_writes_nothing(tmp_path, unchanged):
+    class Unregistered(ScaledLinear):  # has rebuild_kwargs, but load builds only registered classes
+        pass
+
+    model = zoo.tiny_bert()
+    model.bert.encoder.layer[0].intermediate.dense = Unregistered(32, 64)
+    with unchanged(model):
+        with pytest.raises(TypeError, match=r"cannot record the module at 'bert.encoder.layer.0.intermediate.dense'.*"
+                                            r"rebuild_kwargs\(\) method but its class is not registered"):
+            shrinklib.save(model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+    from transformers import BertForSequenceClassification
+
+    class MyBert(BertForSequenceClassification):  # transformers does not export it: load could not find it
+        pass
+
+    mine = MyBert(zoo.tiny_bert().config)
+    with unchanged(mine):
+        with pytest.raises(TypeError, match="cannot rebuild a MyBert: shrinklib.load builds only the Hugging Face "
+                                            "model classes that the transformers package exports"):
+            shrinklib.save(mine, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_save_and_load_check_their_arguments(tmp_path, unchanged):
+    model = zoo.tiny_lstm()
+    with unchanged(model):
+        with pytest.raises(TypeError, match=r"folder must be a path \(str or os.PathLike\), got int"):
+            shrinklib.save(model, 3)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        shrinklib.save("model", tmp_path)
+    with pytest.raises(TypeError, match=r"folder must be a path \(str or os.PathLike\), got NoneType"):
+        shrinklib.load(None)
+
+
+def test_a_record_that_does_not_fit_its_model_is_a_clear_error(tmp_path):
+    folder = shrinklib.save(zoo.tiny_lstm(), tmp_path / "m")
+    record = json.loads((folder / serialize.RECORD_FILE).read_text())
+    for structure, message in [
+        ([{"op": "delete", "fqn": "no.such.layer"}], r"structure\[0\] \(delete at 'no.such.layer'\) could not be replayed"),
+        ([{"op": "remove_tensor", "fqn": "classifier", "name": "bias"}, {"op": "delete", "fqn": "classifier.weight"}],
+         r"structure\[1\] \(delete at 'classifier.weight'\) could not be replayed: ValueError: .* is not a submodule"),
+        ([{"op": "tensor", "fqn": "classifier", "name": "weight", "tensor_kind": "parameter", "shape": [5, 5],
+           "dtype": "float32", "persistent": True}],
+         rf"the tensors of {serialize.WEIGHTS_FILE} do not fit the model the record describes"),
+    ]:
+        (folder / serialize.RECORD_FILE).write_text(json.dumps({**record, "structure": structure}))
+        with pytest.raises(ValueError, match=message):
+            shrinklib.load(folder)
+    (folder / serialize.RECORD_FILE).write_text(json.dumps({**record, "aliases": {"classifier.bias": "nowhere.bias"}}))
+    with pytest.raises(ValueError, match=r"aliases\['classifier.bias'\] names 'nowhere.bias', which model.safetensors does not hold"):
+        shrinklib.load(folder)

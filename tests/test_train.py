@@ -3,7 +3,7 @@ import torch
 from datasets import Dataset
 
 from shrinklib import zoo
-from shrinklib.train import StepState, TrainConfig, epoch_steps, evaluate, fit, linear_warmup_decay
+from shrinklib.train import StepState, TrainConfig, epoch_steps, evaluate, fit, linear_warmup_decay, make_optimizer
 
 
 def _toy_task(n: int, seed: int) -> Dataset:
@@ -119,24 +119,95 @@ def test_linear_warmup_decay():
     ({"epochs": 0}, "epochs must be > 0"),
     ({"param_lrs": {"scores": 0}}, "param_lrs maps name suffixes to rates > 0"),
     ({"param_lrs": {"": 1e-2}}, "param_lrs maps name suffixes to rates > 0"),
+    ({"param_lrs": {"scores": float("inf")}}, "param_lrs maps name suffixes to rates > 0, got 'scores': inf"),
+    ({"param_lrs": {"scores": True}}, "param_lrs maps name suffixes to rates > 0"),
+    ({"lr": float("nan")}, "lr must be > 0, got nan"),
+    ({"epochs": float("inf")}, "epochs must be > 0, got inf"),
+    ({"warmup_ratio": float("nan")}, r"warmup_ratio must be in \[0, 1\), got nan"),
+    ({"weight_decay": float("inf")}, "weight_decay must be >= 0, got inf"),
+    ({"grad_clip": float("nan")}, "grad_clip must be > 0 or None, got nan"),
+    ({"task_loss_weight": float("nan")}, "task_loss_weight must be >= 0, got nan"),
+    ({"seed": -1}, "seed must be a non-negative int, got -1"),
 ])
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
 
 
-def test_bad_fit_arguments():
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"select_best": 1}, TypeError, "select_best must be True or False, got 1"),
+    ({"progress": "no"}, TypeError, "progress must be True or False, got 'no'"),
+    ({"param_lrs": [("scores", 1e-2)]}, TypeError, r"param_lrs must be a mapping \(a dict\), got list"),
+])
+def test_bad_config_types(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_bad_fit_arguments(unchanged):
     model = zoo.tiny_bert(vocab_size=100)
-    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+    with unchanged(model), pytest.raises(TypeError, match="config must be a TrainConfig"):
         fit(model, _toy_task(8, 0), {"lr": 1})
-    with pytest.raises(ValueError, match="pass tokenizer="):
+    with unchanged(model), pytest.raises(ValueError, match="pass tokenizer="):
         fit(model, Dataset.from_dict({"text": ["a"], "label": [0]}), CFG)
-    with pytest.raises(TypeError, match=r"extra_losses\['x'\] must be callable"):
+    with unchanged(model), pytest.raises(TypeError, match=r"extra_losses\['x'\] must be callable"):
         fit(model, _toy_task(8, 0), CFG, tokenizer=_Tok(), extra_losses={"x": 3})
     for p in model.parameters():
         p.requires_grad_(False)
-    with pytest.raises(ValueError, match="no trainable parameter"):
+    with unchanged(model), pytest.raises(ValueError, match="no trainable parameter"):
         fit(model, _toy_task(8, 0), CFG, tokenizer=_Tok())
+
+
+def _unlabelled(n: int) -> Dataset:
+    return _toy_task(n, 0).remove_columns("label")
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m: fit("bert", _toy_task(8, 0), CFG, tokenizer=_Tok()), TypeError, "model must be a torch.nn.Module, got str"),
+    (lambda m: fit(m, [{"input_ids": [1]}], CFG, tokenizer=_Tok()), TypeError,
+     "train_data must be a datasets.Dataset or a torch DataLoader of dict batches, got list"),
+    (lambda m: fit(m, "reviews.csv", CFG), TypeError, "train_data must be a datasets.Dataset .*, got str"),
+    (lambda m: fit(m, _unlabelled(8), CFG, tokenizer=_Tok()), ValueError, "train_data must have a 'label' column"),
+    (lambda m: fit(m, _toy_task(8, 0), CFG, tokenizer=_Tok(), eval_data=3), TypeError, "eval_data must be a datasets.Dataset"),
+    (lambda m: fit(m, _toy_task(8, 0), CFG, tokenizer=_Tok(), eval_data=_unlabelled(8)), ValueError,
+     "eval_data must have a 'label' column"),
+    (lambda m: fit(m, _toy_task(8, 0), CFG, tokenizer=_Tok(), extra_losses=[len]), TypeError,
+     r"extra_losses must be a mapping \(a dict\), got list"),
+    (lambda m: fit(m, _toy_task(8, 0), CFG, tokenizer=_Tok(), callbacks=print), TypeError,
+     "callbacks must be an iterable of callables taking a StepState, got builtin_function_or_method"),
+    (lambda m: fit(m, _toy_task(8, 0), CFG, tokenizer=_Tok(), callbacks=[3]), TypeError, "callbacks must be callables"),
+    # found at the first batch, before any optimizer step: the model must still be as it was (in eval mode)
+    (lambda m: fit(m, _loader_without_labels(), CFG), ValueError, "the model returned no loss: batches must hold 'labels'"),
+    (lambda m: fit(m, _unlabelled(8), TrainConfig(max_steps=2, task_loss_weight=0.0, progress=False), tokenizer=_Tok()),
+     ValueError, "nothing to minimize"),
+])
+def test_fit_refuses_bad_input_and_leaves_the_model_as_it_was(call, error, message, unchanged):
+    model = zoo.tiny_bert(vocab_size=100)
+    with unchanged(model), pytest.raises(error, match=message):
+        call(model)
+
+
+def _loader_without_labels():
+    from torch.utils.data import DataLoader
+
+    return DataLoader([{"input_ids": torch.randint(10, 100, (8,))} for _ in range(4)], batch_size=2)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m: evaluate("bert", _toy_task(8, 0), tokenizer=_Tok()), TypeError, "model must be a torch.nn.Module, got str"),
+    (lambda m: evaluate(m, {"input_ids": [[1]]}, tokenizer=_Tok()), TypeError, "data must be a datasets.Dataset"),
+    (lambda m: evaluate(m, _unlabelled(4), tokenizer=_Tok()), ValueError, "data must have a 'label' column"),
+    (lambda m: evaluate(m, _toy_task(8, 0), tokenizer=_Tok(), batch_size=0), ValueError, "batch_size must be an int >= 1, got 0"),
+    (lambda m: make_optimizer("bert", CFG), TypeError, "model must be a torch.nn.Module, got str"),
+    (lambda m: make_optimizer(m, {"lr": 1e-3}), TypeError, "config must be a shrinklib.train.TrainConfig, got dict"),
+    (lambda m: make_optimizer(m, CFG, extra=3), TypeError, "extra must be an iterable of"),
+    (lambda m: linear_warmup_decay(-1, 10, 2), ValueError, "step must be an int >= 0, got -1"),
+    (lambda m: linear_warmup_decay(0, 0, 0), ValueError, "total must be an int >= 1, got 0"),
+])
+def test_evaluate_and_the_optimizer_refuse_wrong_types(call, error, message, unchanged):
+    model = zoo.tiny_bert(vocab_size=100)
+    with unchanged(model), pytest.raises(error, match=message):
+        call(model)
 
 
 def test_param_lrs_give_matching_parameters_their_own_rate():

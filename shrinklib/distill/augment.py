@@ -44,8 +44,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from shrinklib import data
-from shrinklib._checks import check_int, check_number
+from shrinklib._checks import check_choice, check_instance, check_int, check_iterable, check_number
 from shrinklib.cache import cached_folder
+from shrinklib.distill.sequence import check_tokenizer
 from shrinklib.utils import check_seed
 
 #: Sources of :func:`unlabelled_sentences`, and the corpus of :func:`shrinklib.data.sentences` each reads.
@@ -56,9 +57,7 @@ _PLACEHOLDER = re.compile(r"^(\[.*\]|<.*>)$")
 
 
 def _check_texts(texts) -> list[str]:
-    if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
-        raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
-    texts = list(texts)
+    texts = list(check_iterable("texts", texts, what="a list of str"))
     if len(texts) == 0:
         raise ValueError("texts is empty; give at least one sentence")
     for i, text in enumerate(texts):
@@ -125,9 +124,13 @@ class WordNeighbours:
                  chunk_size: int = 1024):
         check_int("k", k, minimum=1, what="a positive int")
         check_int("chunk_size", chunk_size, minimum=1, what="a positive int")
-        if not hasattr(tokenizer, "get_vocab") or not hasattr(tokenizer, "tokenize"):
-            raise TypeError(f"tokenizer must be a Hugging Face tokenizer (get_vocab, tokenize), "
-                            f"got {type(tokenizer).__name__}")
+        check_tokenizer(tokenizer, "get_vocab", "tokenize", "convert_tokens_to_ids", "__len__")
+        if words is not None:
+            if isinstance(words, str):
+                raise TypeError("words must be an iterable of words, got a str")
+            words = list(check_iterable("words", words, what="an iterable of words (str)"))
+            for i, word in enumerate(words):
+                check_instance(f"words[{i}]", word, str)
         matrix = _embedding_matrix(embeddings)
         if matrix.shape[0] < len(tokenizer):
             raise ValueError(f"embeddings must have a row per token of the tokenizer ({len(tokenizer)}), "
@@ -151,8 +154,6 @@ class WordNeighbours:
         if words is None:
             queries = list(range(len(candidates)))
         else:
-            if isinstance(words, str):
-                raise TypeError("words must be an iterable of words, got a str")
             found = {self.token_id(w) for w in words}
             queries = sorted(self._position[i] for i in found if i is not None)
         self._fill(queries)
@@ -242,12 +243,15 @@ def augment(texts: Sequence[str], tokenizer, embeddings, config: AugmentConfig =
     as it is). Returns ``len(texts) * copies`` strings, the variants of ``texts[0]``
     first; the originals are not included and duplicates are kept, so the count is
     exact. Words are joined by single spaces. The same ``seed`` gives the same variants.
+    ``texts`` must be a non-empty list of str, ``config`` an :class:`AugmentConfig`,
+    ``seed`` an int >= 0, ``tokenizer`` a Hugging Face tokenizer (``TypeError`` otherwise);
+    with ``p_mask > 0`` it must have a mask token.
     """
     texts = _check_texts(texts)
-    if not isinstance(config, AugmentConfig):
-        raise TypeError(f"config must be an AugmentConfig, got {type(config).__name__}")
+    check_instance("config", config, AugmentConfig, what="an AugmentConfig")
     seed = check_seed(seed)
-    mask_token = getattr(tokenizer, "mask_token", None)
+    check_tokenizer(tokenizer, "mask_token")
+    mask_token = tokenizer.mask_token
     if config.p_mask > 0 and not mask_token:
         raise ValueError(f"the tokenizer has no mask token, so p_mask must be 0, got {config.p_mask!r}")
     table = None
@@ -278,8 +282,7 @@ def unlabelled_sentences(source: str, n: int, seed: int = 0) -> list[str]:
     corpora are cut: :data:`~shrinklib.data.MIN_WORDS` to :data:`~shrinklib.data.MAX_WORDS`
     words, whitespace collapsed, no speaker names or stage directions, no duplicates.
     """
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(map(repr, SOURCES))}")
+    check_choice("source", source, SOURCES)
     return data.sentences(SOURCES[source], n, seed)
 
 
@@ -297,14 +300,16 @@ def teacher_labelled(teacher: nn.Module, tokenizer, texts: Sequence[str], *, bat
     gradients (:func:`shrinklib.measure.predict_logits`, truncation to ``max_length``
     tokens, a progress bar). The result feeds ``fit`` directly (hard labels), or
     :func:`~shrinklib.distill.logits.stored_logit_distillation` through a collate that
-    keeps the logits.
+    keeps the logits. ``teacher`` must be an ``nn.Module`` and ``tokenizer`` a Hugging Face
+    tokenizer (``TypeError``), ``texts`` a non-empty list of str; the teacher's modes are
+    given back afterwards.
     """
     from datasets import ClassLabel, Dataset, Features, List, Value
 
     from shrinklib.measure import predict_logits
 
-    if not isinstance(teacher, nn.Module):
-        raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
+    check_instance("teacher", teacher, nn.Module, what="an nn.Module")
+    check_tokenizer(tokenizer, "__call__")
     texts = _check_texts(texts)
     logits = predict_logits(teacher, {"text": texts}, tokenizer, batch_size, max_length, progress=True)
     if logits.ndim != 2:
@@ -329,11 +334,25 @@ def transfer_sets(teacher: nn.Module, tokenizer, train, *, teacher_key: str, cop
     sentences takes minutes, so both are kept in the shrinklib cache, keyed by
     ``teacher_key`` (a name that changes when the teacher does, such as
     ``zoo.teacher_folder("rt").name``), the training sentences, ``copies`` and ``seed``.
+    All of them are checked before anything is computed or cached: ``teacher`` a model with
+    input embeddings, ``tokenizer`` a Hugging Face tokenizer with a mask token, ``train`` a
+    ``datasets.Dataset`` with a ``text`` column, ``teacher_key`` a non-empty str,
+    ``copies`` an int >= 1 and ``seed`` an int >= 0.
     """
-    from datasets import concatenate_datasets, load_from_disk
+    from datasets import Dataset, concatenate_datasets, load_from_disk
 
-    if not isinstance(teacher_key, str) or not teacher_key:
+    check_instance("teacher", teacher, nn.Module, what="an nn.Module")
+    if not callable(getattr(teacher, "get_input_embeddings", None)):
+        raise TypeError(f"teacher must be a model with get_input_embeddings(), got {type(teacher).__name__}")
+    check_tokenizer(tokenizer, "__call__", "mask_token", "get_vocab", "tokenize", "convert_tokens_to_ids", "__len__")
+    check_instance("train", train, Dataset, what="a datasets.Dataset")
+    if "text" not in train.column_names:
+        raise ValueError(f"train must have a 'text' column, got columns {train.column_names}")
+    check_instance("teacher_key", teacher_key, str, what="a non-empty str naming the teacher")
+    if not teacher_key:
         raise ValueError(f"teacher_key must be a non-empty str naming the teacher, got {teacher_key!r}")
+    check_int("copies", copies, minimum=1, what="a positive int")
+    check_seed(seed)
     key = hashlib.sha1(json.dumps([teacher_key, list(train["text"]), copies, seed]).encode()).hexdigest()
 
     def build(folder) -> None:

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from shrinklib._checks import check_weight
+from shrinklib._checks import check_mapping, check_weight
 from shrinklib.arch import attention_modules, bert_backbone
 from shrinklib.data import model_inputs
 from shrinklib.distill.intermediate_losses import (
@@ -31,13 +31,13 @@ from shrinklib.distill.intermediate_losses import (
 from shrinklib.distill.layer_map import check_layer_map
 from shrinklib.distill.layer_map import layer_map as make_layer_map
 from shrinklib.distill.logits import check_same_vocabulary
+from shrinklib.measure.forward import evaluating
 
 LOSSES = ("embedding", "hidden", "attention", "cosine", "pkd", "minilm_attention", "minilm_value")
 
 
 def _check_weights(weights) -> dict[str, float]:
-    if not isinstance(weights, Mapping):
-        raise TypeError(f"weights must be a mapping from loss name to weight, got {type(weights).__name__}")
+    check_mapping("weights", weights)
     if not weights:
         raise ValueError(f"weights must pick at least one loss of {LOSSES}, got an empty mapping")
     out = {}
@@ -69,15 +69,17 @@ class IntermediateDistillation(nn.Module):
     in the ``hidden_states`` numbering (default ``layer_map(S, N, "uniform")``).
 
     Building the term sets ``student.config.output_hidden_states`` so that ``fit``'s
-    plain ``model(**batch)`` returns the hidden states the term reads, and puts the
-    teacher in eval mode. Attention maps and MiniLM's queries, keys and values are
-    caught by forward hooks on the ``attention.self.query/key/value`` Linear layers that
+    plain ``model(**batch)`` returns the hidden states the term reads; the teacher runs
+    in eval mode on each call and gets its own modes back. Attention maps and MiniLM's
+    queries, keys and values are caught by forward hooks on the
+    ``attention.self.query/key/value`` Linear layers that
     the picked losses need, and the maps are ``softmax(Q K^T / sqrt(d_head))`` over the
     real keys, which is what eager attention computes. They are not read from
     ``outputs.attentions``: SDPA attention (the default) returns none, and eager attention
     returns the maps *after* attention dropout while the student trains, which would bias
     the MSE towards flat maps. So both models keep their attention implementation.
-    :meth:`remove` (or leaving a ``with`` block) takes the hooks off and restores the flag.
+    :meth:`remove` (or leaving a ``with`` block) takes the hooks off and restores the flag,
+    so both models are then as they were before the term was built.
 
     The term owns the projections ``nn.Linear(d_s, d_t)`` (one per student layer for
     ``"hidden"``, one for ``"embedding"``), created only when the widths differ; teacher
@@ -85,12 +87,20 @@ class IntermediateDistillation(nn.Module):
     exactly its projections. Each call runs the teacher without gradients on the batch
     without ``labels`` (moving it to the batch's device first if needed) and keeps the
     unweighted value of each loss in ``last_terms``.
+
+    Every argument is checked, and every Linear layer the hooks need is found, before either
+    model is touched: a refused term leaves both as they were. ``TypeError`` for models that
+    are not BERT-like or ``weights`` that is not a mapping; ``ValueError`` for the rest
+    (an unknown loss, a weight that is not a finite number >= 0, a bad ``layer_map``,
+    widths or head counts a picked loss cannot compare, the same model twice).
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, *, layer_map: Sequence[int] | None = None,
                  weights: Mapping[str, float], relation_heads: int | None = None):
         super().__init__()
         teacher_base, student_base = bert_backbone(teacher, "teacher"), bert_backbone(student, "student")
+        if student is teacher:
+            raise ValueError("student and teacher must be two models, got the same one twice")
         self.weights = _check_weights(weights)
         tc, sc = teacher.config, student.config
         check_same_vocabulary(student, teacher)
@@ -141,7 +151,7 @@ class IntermediateDistillation(nn.Module):
         self._wanted = {role: sorted(keys) for role, keys in wanted.items()}
 
         # Held, not registered: the term's parameters are its projections only.
-        object.__setattr__(self, "teacher", teacher.eval())
+        object.__setattr__(self, "teacher", teacher)
         object.__setattr__(self, "student", student)
         self.last_terms: dict[str, float] = {}
         self._needs_hidden = bool({"embedding", "hidden", "cosine", "pkd"} & set(self.weights))
@@ -195,7 +205,7 @@ class IntermediateDistillation(nn.Module):
         if next(self.teacher.parameters()).device != mask.device:
             self.teacher.to(mask.device)
         ct.clear()
-        with torch.no_grad():
+        with torch.no_grad(), evaluating(self.teacher):
             teacher_out = self.teacher(**inputs, output_hidden_states=self._needs_hidden)
 
         s, g, w = len(self.layer_map), self.layer_map, self.weights

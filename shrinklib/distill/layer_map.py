@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from shrinklib._checks import check_int, is_int
+from shrinklib._checks import check_choice, check_int, is_int
 
 STRATEGIES = ("uniform", "last", "first")
 
@@ -33,8 +33,7 @@ def layer_map(student_layers: int, teacher_layers: int, strategy: str = "uniform
     """
     student_layers = check_int("student_layers", student_layers, minimum=1, what="a positive int")
     teacher_layers = check_int("teacher_layers", teacher_layers, minimum=1, what="a positive int")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    strategy = check_choice("strategy", strategy, STRATEGIES)
     if student_layers > teacher_layers:
         raise ValueError(f"student_layers ({student_layers}) must be <= teacher_layers ({teacher_layers}): "
                          "each student layer learns from a teacher layer of its own")

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from shrinklib._checks import check_number
+from shrinklib._checks import check_iterable, check_mapping, check_number, check_positive_int
 from shrinklib.distill.student import student_from_teacher
 from shrinklib.prune.neurons import neuron_importance, prune_neurons_
 
@@ -31,11 +31,29 @@ def student_with_pruned_ffn(teacher: nn.Module, layers: Sequence[int], batches: 
     ``batches``: dicts the teacher takes with ``labels`` (its loss is differentiated to
     score the neurons; at most ``max_batches`` of them). In student layer ``i`` the kept
     neurons are the ``max(1, round(keep * d_ff))`` highest-scoring ones of teacher layer
-    ``layers[i]``, in their original order. The teacher is left untouched.
+    ``layers[i]``, in their original order. The teacher is left untouched, also when
+    scoring fails: its modes are given back and the hooks that score it are removed.
+
+    Checked first: ``keep`` (a finite number in (0, 1]), ``batches`` (an iterable, not a
+    string; each batch a mapping, checked as it is read), ``max_batches`` (None or an int
+    >= 1), then the teacher and ``layers`` (:func:`student_from_teacher`).
     """
     check_number("keep", keep, low=0, low_open=True, high=1, what="the share of FFN neurons to keep, in (0, 1]")
+    check_iterable("batches", batches, what="an iterable of batches (a list of dicts, a DataLoader)")
+    if max_batches is not None:
+        check_positive_int("max_batches", max_batches)
     student = student_from_teacher(teacher, layers)  # checks the teacher and the layers first
-    scores = neuron_importance(teacher, batches, max_batches=max_batches)
+    checked = (check_mapping(f"batches[{i}]", batch) for i, batch in enumerate(batches))
+    # A Hugging Face classifier that computes a loss sets config.problem_type on the way: the
+    # teacher's is given back, so scoring leaves no trace on it (its hooks and modes are
+    # restored by neuron_importance itself), whether it succeeds or fails.
+    config = getattr(teacher, "config", None)
+    problem_type = getattr(config, "problem_type", None)
+    try:
+        scores = neuron_importance(teacher, checked, max_batches=max_batches)
+    finally:
+        if hasattr(config, "problem_type"):
+            config.problem_type = problem_type
     plan = {}
     for i, layer in enumerate(layers):
         count = max(1, round(keep * scores[layer].numel()))

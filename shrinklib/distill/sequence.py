@@ -30,9 +30,17 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from shrinklib._checks import check_bool, check_int, check_number, check_positive_int, check_temperature, check_weight
+from shrinklib._checks import (
+    check_bool,
+    check_instance,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_temperature,
+    check_weight,
+)
 from shrinklib.arch import pad_id
-from shrinklib.distill.logits import teacher_term
+from shrinklib.distill.logits import safe_log_probs, teacher_term
 from shrinklib.measure.forward import evaluating, model_device
 from shrinklib.utils import check_seed
 
@@ -55,12 +63,14 @@ def token_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
     student's log-probabilities ``log q`` (the sums are contractions, no product tensor):
     at SmolLM2's 49,152 tokens a forward and backward pass peaks at three
     ``(batch, length, vocab)`` float32 tensors besides the logits (``F.kl_div`` on the two
-    log-softmaxes: five). Padded positions are computed and then ignored.
+    log-softmaxes: five). Padded positions are computed and then ignored. A token whose
+    teacher logit is ``-inf`` (probability 0) contributes 0, also where the student gives it
+    ``-inf`` too (those positions alone are recomputed with
+    :func:`~shrinklib.distill.logits.safe_log_probs`).
     """
     temperature = check_temperature(temperature)
     for name, logits in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
-        if not isinstance(logits, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+        check_instance(name, logits, torch.Tensor)
         if logits.ndim != 3:
             raise ValueError(f"{name} must be (batch, length, vocab), got shape {tuple(logits.shape)}")
     if student_logits.shape[-1] != teacher_logits.shape[-1]:
@@ -70,8 +80,7 @@ def token_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
         raise ValueError(f"student and teacher logits must have one shape, got {tuple(student_logits.shape)} "
                          f"and {tuple(teacher_logits.shape)}")
     if attention_mask is not None:
-        if not isinstance(attention_mask, torch.Tensor):
-            raise TypeError(f"attention_mask must be a torch.Tensor or None, got {type(attention_mask).__name__}")
+        check_instance("attention_mask", attention_mask, torch.Tensor, what="a torch.Tensor or None")
         if tuple(attention_mask.shape) != tuple(student_logits.shape[:2]):
             raise ValueError(f"attention_mask must be (batch, length) = {tuple(student_logits.shape[:2])}, "
                              f"got {tuple(attention_mask.shape)}")
@@ -91,6 +100,12 @@ def token_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
         del log_p
     log_q = F.log_softmax(scaled(student_logits), dim=-1)
     kl = neg_entropy - torch.einsum("blv,blv->bl", p, log_q)  # (batch, length)
+    undefined = kl.isnan()
+    if undefined.any():  # 0 * -inf where both give a token probability 0 (or a nan logit): recompute those rows
+        with torch.no_grad():
+            log_p_rows = F.log_softmax(scaled(teacher_logits.detach()[undefined]), dim=-1)
+        log_p_rows, log_q_rows = safe_log_probs(log_p_rows, log_q[undefined])
+        kl = kl.masked_scatter(undefined, (log_p_rows.exp() * (log_p_rows - log_q_rows)).sum(-1))
     if attention_mask is None:
         mean = kl.mean()
     else:
@@ -109,6 +124,8 @@ def word_level_distillation(teacher: nn.Module, *, temperature: float = 1.0, wei
     front). A teacher on another device than the batch is moved to the batch's device.
     With ``TrainConfig(task_loss_weight=0)`` this is pure word-level KD; with the task
     loss on it is the usual mixture ``(1 - a) NLL + a KD`` up to the weights.
+    ``temperature`` (> 0) and ``weight`` (>= 0) must be finite numbers; the teacher runs in
+    eval mode on each call and keeps its own modes.
     """
     temperature = check_temperature(temperature)
     weight = check_weight(weight)
@@ -192,14 +209,24 @@ def check_texts(name: str, texts) -> list[str]:
     return list(texts)
 
 
+def check_tokenizer(tokenizer, *attributes: str):
+    """``tokenizer`` if it has every one of ``attributes`` (``"__call__"``: it can be called),
+    else a ``TypeError`` naming what it lacks: what each function needs of a Hugging Face
+    tokenizer, checked before any model runs (a string passed by mistake has none of them)."""
+    missing = [a for a in attributes if not hasattr(tokenizer, a)]
+    if missing:
+        raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__} "
+                        f"(it lacks {', '.join(missing)})")
+    return tokenizer
+
+
 def token_lists(tokenizer, texts: list[str], **kwargs) -> list[list[int]]:
     """The token ids of each text as a plain list: ``tokenizer(texts, **kwargs)["input_ids"]``, unpadded.
 
     Special tokens as the tokenizer adds them; ``kwargs`` go to the tokenizer
     (``truncation=True, max_length=...``). The rows a language-model batch is cut from.
     """
-    if not callable(tokenizer):
-        raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
+    check_tokenizer(tokenizer, "__call__")
     return [list(ids) for ids in tokenizer(texts, **kwargs)["input_ids"]]
 
 
@@ -216,10 +243,15 @@ def generate_corpus(teacher: nn.Module, tokenizer, prompts: Sequence[str], *, ma
     teacher's end-of-sequence token or after ``max_new_tokens``. The output is decoded
     without special tokens and begins with the prompt exactly as given. Sampling is
     reproducible: the torch RNG is seeded with ``seed`` inside (and restored after).
+    Every argument is checked before the teacher runs (``TypeError`` for a teacher without
+    ``generate``, a tokenizer that cannot be called or decode, prompts that are not a list of
+    str, a non-bool flag; ``ValueError`` for the numbers, ``temperature`` and ``top_p`` finite);
+    the teacher keeps its modes.
     """
     if not isinstance(teacher, nn.Module) or not callable(getattr(teacher, "generate", None)):
         raise TypeError(f"teacher must be a Hugging Face generative model (with .generate), "
                         f"got {type(teacher).__name__}")
+    check_tokenizer(tokenizer, "__call__", "decode")
     prompts = check_texts("prompts", prompts)
     check_positive_int("max_new_tokens", max_new_tokens)
     check_positive_int("num_beams", num_beams)
@@ -228,6 +260,7 @@ def generate_corpus(teacher: nn.Module, tokenizer, prompts: Sequence[str], *, ma
     temperature = check_temperature(temperature)
     check_number("top_p", top_p, low=0, low_open=True, high=1, what="a number in (0, 1]")
     check_seed(seed)
+    check_bool("progress", progress)
     ids = token_lists(tokenizer, prompts)
     for i, row in enumerate(ids):
         if not row:
@@ -277,7 +310,9 @@ def lm_dataloader(texts: Sequence[str], tokenizer, *, block_size: int = 128, bat
     (:func:`shrinklib.distill.top_k.teacher_top_k` with the same ``block_size``); each
     batch then also holds ``teacher_top_ids`` and ``teacher_top_logits``,
     ``(batch, length, k)``, zero on the padding, for
-    :func:`~shrinklib.distill.top_k.stored_word_level_distillation`.
+    :func:`~shrinklib.distill.top_k.stored_word_level_distillation`. ``texts`` must be a
+    non-empty list of str and ``tokenizer`` callable (``TypeError``), each ``top_k`` entry a
+    dict of two tensors of the text's length.
     """
     from torch.utils.data import DataLoader
 
@@ -322,8 +357,9 @@ def _check_stored_top_k(top_k, rows: list[list[int]]) -> None:
         raise ValueError(f"top_k must hold one entry per text ({len(rows)}), got {len(top_k)}")
     widths = set()
     for i, (entry, row) in enumerate(zip(top_k, rows)):
-        if not isinstance(entry, dict) or not {"ids", "logits"} <= set(entry):
-            raise TypeError(f"top_k[{i}] must be a dict with 'ids' and 'logits' (teacher_top_k's output)")
+        if (not isinstance(entry, dict) or not {"ids", "logits"} <= set(entry)
+                or not all(isinstance(entry[key], torch.Tensor) for key in ("ids", "logits"))):
+            raise TypeError(f"top_k[{i}] must be a dict with 'ids' and 'logits' tensors (teacher_top_k's output)")
         shape = tuple(entry["ids"].shape)
         if len(shape) != 2 or shape != tuple(entry["logits"].shape) or shape[0] != len(row):
             raise ValueError(f"top_k[{i}] must be ({len(row)}, k) for the {len(row)} tokens of texts[{i}], got "

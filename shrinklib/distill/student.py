@@ -29,6 +29,7 @@ from torch import nn
 from shrinklib import zoo
 from shrinklib._checks import check_int, is_int
 from shrinklib.arch import bert_backbone
+from shrinklib.distill.sequence import check_tokenizer
 from shrinklib.utils import check_seed
 
 
@@ -44,7 +45,9 @@ def student_from_teacher(teacher: nn.Module, layers: Sequence[int]) -> nn.Module
     The student's config is the teacher's with ``num_hidden_layers=len(layers)``; its
     embeddings, the chosen layers (renumbered 0..len-1), the pooler and the task head are
     copies of the teacher's (the teacher is left untouched). DistilBERT's choice for a
-    12-layer teacher is ``layers=range(0, 12, 2)``.
+    12-layer teacher is ``layers=range(0, 12, 2)``. The teacher (BERT-like, else
+    ``TypeError``) and ``layers`` (a non-empty, strictly increasing sequence of layer
+    indices) are checked before anything is built.
     """
     base = bert_backbone(teacher, "teacher")
     depth = len(base.encoder.layer)
@@ -89,7 +92,8 @@ def bert_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_h
     reads the same tokenizer's batches and predicts the same classes) and has
     ``num_layers`` layers of width ``hidden_size`` with ``num_heads`` heads and a
     feed-forward of ``intermediate_size``. ``seed`` fixes the initialisation without
-    touching the caller's random state.
+    touching the caller's random state. The sizes (positive ints, ``hidden_size`` divisible
+    by ``num_heads``) and the seed are checked before anything is built; the teacher is only read.
     """
     bert_backbone(teacher, "teacher")
     for name, value in (("num_layers", num_layers), ("hidden_size", hidden_size), ("num_heads", num_heads),
@@ -116,15 +120,18 @@ def bilstm_student(teacher: nn.Module, tokenizer, *, hidden_size: int = 300) -> 
     Simple Neural Networks"), with the teacher's input embeddings (a copy) in place of
     their word2vec vectors, so it reads the teacher's tokenizer's batches. The LSTM and
     the classifier start at random: seed before calling for a reproducible student.
+    ``tokenizer`` must be a Hugging Face tokenizer (its length and ``pad_token_id`` are
+    read) whose length is the teacher's number of embeddings; the teacher is only read.
     """
     check_int("hidden_size", hidden_size, minimum=1, what="a positive int")
     if not isinstance(teacher, nn.Module) or not hasattr(teacher, "get_input_embeddings"):
         raise TypeError(f"teacher must be a model with get_input_embeddings(), got {type(teacher).__name__}")
+    check_tokenizer(tokenizer, "__len__", "pad_token_id")
     embeddings = teacher.get_input_embeddings().weight
-    student = zoo.bilstm(tokenizer, embed_dim=embeddings.shape[1], hidden_size=hidden_size)
-    if student.embedding.weight.shape != embeddings.shape:
+    if len(tokenizer) != embeddings.shape[0]:
         raise ValueError(f"the tokenizer's {len(tokenizer)} tokens do not match the teacher's "
                          f"{embeddings.shape[0]} embeddings")
+    student = zoo.bilstm(tokenizer, embed_dim=embeddings.shape[1], hidden_size=hidden_size)
     with torch.no_grad():
         student.embedding.weight.copy_(embeddings)
     return student

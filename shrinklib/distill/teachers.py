@@ -19,32 +19,29 @@ nothing new: call :func:`shrinklib.distill.logits.distill` twice.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shrinklib._checks import check_temperature, check_weight, is_number
+from shrinklib._checks import check_number, check_temperature, check_weight
 from shrinklib.arch import vocab_size
-from shrinklib.distill.logits import check_same_vocabulary, run_teacher
+from shrinklib.distill.logits import check_logits, check_same_vocabulary, run_teacher
 
 
-def _check_teacher_weights(weights, count: int) -> list[float] | None:
+def _check_teacher_weights(weights, count: int, name: str = "weights") -> list[float] | None:
     if weights is None:
         return None
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
-        raise TypeError(f"weights must be a sequence of {count} numbers, got {type(weights).__name__}")
+        raise TypeError(f"{name} must be a sequence of {count} numbers, got {type(weights).__name__}")
     weights = list(weights)
     if len(weights) != count:
-        raise ValueError(f"weights must have one number per teacher ({count}), got {len(weights)}")
-    for w in weights:
-        if not is_number(w) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"weights must be finite numbers >= 0, got {weights!r}")
+        raise ValueError(f"{name} must have one number per teacher ({count}), got {len(weights)}")
+    weights = [check_number(name, w, low=0, what="finite numbers >= 0") for w in weights]
     if sum(weights) <= 0:
-        raise ValueError(f"weights must sum to more than 0, got {weights!r}")
-    return [float(w) for w in weights]
+        raise ValueError(f"{name} must sum to more than 0, got {weights!r}")
+    return weights
 
 
 def ensemble_soft_targets(teacher_logits: Sequence[torch.Tensor], temperature: float,
@@ -52,8 +49,9 @@ def ensemble_soft_targets(teacher_logits: Sequence[torch.Tensor], temperature: f
     """``sum_k w_k softmax(z_k / T) / sum_k w_k``: the teachers' averaged soft targets (probabilities).
 
     ``teacher_logits``: one tensor per teacher, all of one shape ``(..., num_labels)``;
-    ``weights``: one number >= 0 per teacher, summing to more than 0 (default: equal).
-    Returns float32 probabilities of that shape (each row sums to 1).
+    ``weights``: one finite number >= 0 per teacher, summing to more than 0 (default: equal);
+    ``temperature`` a finite number > 0. Returns float32 probabilities of that shape (each
+    row sums to 1).
     """
     temperature = check_temperature(temperature)
     if isinstance(teacher_logits, torch.Tensor) or not isinstance(teacher_logits, Sequence):
@@ -80,8 +78,10 @@ def multi_teacher_distillation(teachers: Sequence[nn.Module], *, temperature: fl
     Every teacher runs in eval mode without gradients on the student's batch (labels
     removed), so each must share the student's vocabulary (checked on each call, as in
     :func:`~shrinklib.distill.logits.logit_distillation`, and among the teachers now).
-    ``teacher_weights``: one number >= 0 per teacher (default: equal). With one teacher
-    this is ``logit_distillation(teacher, temperature=T, weight=weight)``.
+    ``teacher_weights``: one finite number >= 0 per teacher (default: equal); ``temperature``
+    (> 0) and ``weight`` (>= 0) finite numbers too. The teachers themselves are never changed
+    (each call gives them their modes back). A class that no teacher gives any probability adds 0 to the KL.
+    With one teacher this is ``logit_distillation(teacher, temperature=T, weight=weight)``.
     """
     temperature = check_temperature(temperature)
     weight = check_weight(weight)
@@ -97,21 +97,20 @@ def multi_teacher_distillation(teachers: Sequence[nn.Module], *, temperature: fl
     if len(set(sizes.values())) > 1:
         raise ValueError(f"the teachers have different vocabularies (tokens per teacher index: {sizes}): each reads "
                          "the student's input ids, so all must use the student's tokenizer")
-    teacher_weights = _check_teacher_weights(teacher_weights, len(teachers))
-    for teacher in teachers:
-        teacher.eval()
+    teacher_weights = _check_teacher_weights(teacher_weights, len(teachers), "teacher_weights")
 
     def term(model, batch, outputs) -> torch.Tensor:
         for i, teacher in enumerate(teachers):
             check_same_vocabulary(model, teacher, teacher_name=f"teachers[{i}]")
         logits = [run_teacher(teacher, batch) for teacher in teachers]
         target = ensemble_soft_targets(logits, temperature, teacher_weights)
+        check_logits(outputs.logits, target)
         student = outputs.logits.float()
-        if student.shape != target.shape:
-            raise ValueError(f"student and teacher logits must have one shape, got {tuple(student.shape)} "
-                             f"and {tuple(target.shape)}")
         log_q = F.log_softmax(student / temperature, dim=-1).reshape(-1, student.shape[-1])
-        kl = F.kl_div(log_q, target.reshape(-1, target.shape[-1]), reduction="batchmean")
+        target = target.reshape(-1, target.shape[-1])
+        # A class no teacher gives any probability adds 0, even where the student masks it too (0 * -inf).
+        log_q = log_q.masked_fill(target == 0, 0.0)
+        kl = F.kl_div(log_q, target, reduction="batchmean")
         return weight * temperature ** 2 * kl
 
     return term

@@ -17,8 +17,11 @@ and unmasked out-of-bounds loads pass silently, so masks are right by constructi
 * :mod:`~shrinklib.kernels.int8_int8` - W8A8: int8 activation (per-token) x int8 weight (per-channel),
   exact int32 accumulation.
 
-What the launchers share (activation and tile checks, ``tl.dot``'s input precision: ieee
-for fp32, the output, the grid, the empty-batch path) is :mod:`~shrinklib.kernels.launch`;
+Every launcher checks every input's dtype, shape and device and every tile size against
+what its kernel computes before it launches anything (the interpreter would read past a
+buffer without a word). What the launchers share (those checks, ``tl.dot``'s input
+precision: ieee for fp32, the output, the grid, the empty-batch path) is
+:mod:`~shrinklib.kernels.launch`;
 the protocol of the GPU benchmarks in ``benchmarks/*_kernels.py`` is
 :mod:`~shrinklib.kernels.benchmark`.
 """

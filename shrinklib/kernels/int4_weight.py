@@ -29,21 +29,27 @@ import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
 from shrinklib._checks import is_int
-from shrinklib.kernels.launch import check_activations, dot_precision, dtype_name, tiled_matmul
-
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+from shrinklib.kernels.launch import (
+    INTEGER_DTYPES,
+    check_activations,
+    check_devices,
+    check_operand,
+    check_same_device,
+    check_shape,
+    check_width,
+    dot_precision,
+    tiled_matmul,
+)
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
     """Pack 4-bit levels ``q`` ``(N, K)`` (integers 0..15, ``K`` even) into uint8 ``(N, K/2)``.
 
     Element ``2j`` goes to the low nibble of byte ``j``, element ``2j+1`` to the high
-    nibble: ``[[1, 2]]`` packs to ``[[0x21]]``.
+    nibble: ``[[1, 2]]`` packs to ``[[0x21]]``. Validated: ``q`` is a 2-D integer tensor
+    (``TypeError`` otherwise) with an even ``K`` and levels in 0..15 (``ValueError``).
     """
-    if not isinstance(q, torch.Tensor) or q.dtype not in _INT_DTYPES:
-        raise TypeError(f"q must be an integer tensor of 4-bit levels, got {dtype_name(q)}")
-    if q.ndim != 2:
-        raise ValueError(f"q must be 2-D (N, K), got shape {tuple(q.shape)}")
+    check_operand("q", q, "an integer tensor of 4-bit levels", dtypes=INTEGER_DTYPES, ndim=2, layout="(N, K)")
     if q.shape[1] % 2:
         raise ValueError(f"K ({q.shape[1]}) must be even to pack two 4-bit levels per byte")
     if q.numel() and (int(q.min()) < 0 or int(q.max()) > 15):
@@ -53,39 +59,41 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    """The uint8 levels ``(N, 2 * K/2)`` that :func:`pack_int4` packed: its exact inverse."""
-    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
-        raise TypeError(f"packed must be a uint8 tensor (N, K/2), got {dtype_name(packed)}")
-    if packed.ndim != 2:
-        raise ValueError(f"packed must be 2-D (N, K/2), got shape {tuple(packed.shape)}")
+    """The uint8 levels ``(N, 2 * K/2)`` that :func:`pack_int4` packed: its exact inverse.
+
+    Validated: ``packed`` is a 2-D uint8 tensor.
+    """
+    check_operand("packed", packed, "a uint8 tensor (N, K/2)", dtypes=(torch.uint8,), ndim=2, layout="(N, K/2)")
     return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], 2 * packed.shape[1])
 
 
 def _check_weight(packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, group_size: int) -> None:
-    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
-        raise TypeError(f"packed must be a uint8 tensor (N, K/2) from pack_int4, got {dtype_name(packed)}")
-    if packed.ndim != 2:
-        raise ValueError(f"packed must be 2-D (N, K/2), got shape {tuple(packed.shape)}")
+    """``packed`` uint8 ``(N, K/2)``, an even ``group_size``, ``scale`` float32 and ``zero_point``
+    integer, both ``(N, ceil(K/group_size))``, all three on one device."""
+    check_operand("packed", packed, "a uint8 tensor (N, K/2) from pack_int4", dtypes=(torch.uint8,), ndim=2,
+                  layout="(N, K/2)")
     n, k = packed.shape[0], 2 * packed.shape[1]
     if not is_int(group_size) or group_size < 2 or group_size % 2:
         raise ValueError(f"group_size must be a positive even integer (a group is whole bytes), got {group_size!r}")
     groups = (n, -(-k // group_size))  # the last group of a row is shorter when group_size does not divide K
-    if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:
-        raise TypeError(f"scale must be a float32 tensor (N, ceil(K/group_size)), got {dtype_name(scale)}")
-    if scale.shape != groups:
-        raise ValueError(f"scale must have shape (N, ceil(K/group_size)) = {groups}, got {tuple(scale.shape)}")
-    if not isinstance(zero_point, torch.Tensor) or zero_point.dtype not in _INT_DTYPES:
-        raise TypeError(f"zero_point must be an integer tensor (N, ceil(K/group_size)), got {dtype_name(zero_point)}")
-    if zero_point.shape != groups:
-        raise ValueError(f"zero_point must have shape (N, ceil(K/group_size)) = {groups}, got {tuple(zero_point.shape)}")
+    check_operand("scale", scale, "a float32 tensor (N, ceil(K/group_size))", dtypes=(torch.float32,))
+    check_shape("scale", scale, groups, "(N, ceil(K/group_size))")
+    check_operand("zero_point", zero_point, "an integer tensor (N, ceil(K/group_size))", dtypes=INTEGER_DTYPES)
+    check_shape("zero_point", zero_point, groups, "(N, ceil(K/group_size))")
+    check_same_device(packed=packed, scale=scale, zero_point=zero_point)
 
 
 def w4a16_matmul_ref(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                      group_size: int) -> torch.Tensor:
-    """Reference: ``x @ W.T`` with ``W`` unpacked and dequantized, in fp32, cast to ``x.dtype``."""
+    """Reference: ``x @ W.T`` with ``W`` unpacked and dequantized, in fp32, cast to ``x.dtype``.
+
+    Validated as :func:`w4a16_matmul` validates, but for ``x``'s dtype and which device
+    (any, as long as it is one).
+    """
     _check_weight(packed, scale, zero_point, group_size)
-    if x.shape[-1] != 2 * packed.shape[1]:
-        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, packed {tuple(packed.shape)} (K = 2 * K/2)")
+    check_operand("x", x, "a tensor (..., K)")
+    check_same_device(x=x, packed=packed, scale=scale, zero_point=zero_point)
+    check_width(x, 2 * packed.shape[1], k_is="K = 2 * packed.shape[1]", packed=packed)
     q = unpack_int4(packed).float()
     k = q.shape[1]
     zp = zero_point.float().repeat_interleave(group_size, dim=1)[:, :k]
@@ -131,13 +139,19 @@ def w4a16_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zer
     ``W[n, k] = (unpack_int4(packed)[n, k] - zero_point[n, k // g]) * scale[n, k // g]``
     with ``g = group_size``. ``block_m`` defaults to the smallest power of two from 16 to
     64 that holds the rows of ``x``.
+
+    Validated before anything is launched (``TypeError`` for a dtype, ``ValueError``
+    otherwise, naming the argument): ``x`` is fp16/fp32 with last dimension ``K``;
+    ``packed`` is uint8 2-D; ``group_size`` a positive even int; ``scale`` float32 and
+    ``zero_point`` integer, both ``(N, ceil(K/group_size))``; all four tensors on one device
+    the kernel runs on; ``block_m``, ``block_n``, ``block_k`` powers of two >= 16 whose
+    tiles fit in a Triton tensor. Any strides are fine.
     """
     check_activations(x)
     _check_weight(packed, scale, zero_point, group_size)
     n, k = packed.shape[0], 2 * packed.shape[1]
-    if x.ndim == 0 or x.shape[-1] != k:
-        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, packed {tuple(packed.shape)} "
-                         "(x's last dimension must be K = 2 * K/2)")
+    check_devices(x=x, packed=packed, scale=scale, zero_point=zero_point)
+    check_width(x, k, k_is="K = 2 * packed.shape[1]", packed=packed)
     run = tiled_matmul(x, n, x.dtype, block_m, block_n, block_k)
     if not run.empty:
         x2, y = run.rows, run.y

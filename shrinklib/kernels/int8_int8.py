@@ -24,7 +24,17 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
-from shrinklib.kernels.launch import dtype_name, tiled_matmul
+from shrinklib.kernels.launch import (
+    SMALLEST_INT8_K,
+    check_blocks,
+    check_devices,
+    check_operand,
+    check_same_device,
+    check_shape,
+    check_width,
+    dtype_name,
+    tiled_matmul,
+)
 
 MAX_K = 2 ** 31 // (128 * 128) - 1  # the int32 accumulator cannot overflow up to this K
 OUT_DTYPES = (torch.float32, torch.float16)
@@ -53,26 +63,24 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_args(x_q, x_scale, w_q, w_scale, out_dtype) -> None:
+    """Dtypes, shapes and one device for the four operands, ``out_dtype``, and ``K`` within :data:`MAX_K`.
+
+    Shared with the reference, which runs on any device: the launcher checks that the device
+    is one the kernel runs on.
+    """
     for name, t in (("x_q", x_q), ("w_q", w_q)):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8:
-            raise TypeError(f"{name} must be an int8 tensor, got {dtype_name(t)}")
+        check_operand(name, t, "an int8 tensor", dtypes=(torch.int8,))
     for name, t in (("x_scale", x_scale), ("w_scale", w_scale)):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
-            raise TypeError(f"{name} must be a float32 tensor, got {dtype_name(t)}")
+        check_operand(name, t, "a float32 tensor", dtypes=(torch.float32,))
     if out_dtype not in OUT_DTYPES:
         raise TypeError(f"out_dtype must be torch.float32 or torch.float16, got {out_dtype} "
                         "(bf16 is wrong under Triton's interpreter)")
-    if w_q.ndim != 2:
-        raise ValueError(f"w_q must be 2-D (N, K), got shape {tuple(w_q.shape)}")
+    check_operand("w_q", w_q, "an int8 tensor", ndim=2, layout="(N, K)")
     n, k = w_q.shape
-    if x_q.ndim == 0 or x_q.shape[-1] != k:
-        raise ValueError(f"shapes do not fit: x_q {tuple(x_q.shape)}, w_q {tuple(w_q.shape)} "
-                         "(x_q's last dimension must be K)")
-    if x_scale.shape != x_q.shape[:-1]:
-        raise ValueError(f"x_scale must have shape x_q.shape[:-1] = {tuple(x_q.shape[:-1])}, one per token, "
-                         f"got {tuple(x_scale.shape)}")
-    if w_scale.shape != (n,):
-        raise ValueError(f"w_scale must have shape (N,) = ({n},), one per output channel, got {tuple(w_scale.shape)}")
+    check_same_device(x_q=x_q, x_scale=x_scale, w_q=w_q, w_scale=w_scale)
+    check_width(x_q, k, name="x_q", w_q=w_q)
+    check_shape("x_scale", x_scale, x_q.shape[:-1], "x_q.shape[:-1]", ", one per token")
+    check_shape("w_scale", w_scale, (n,), "(N,)", ", one per output channel")
     if k > MAX_K:
         raise ValueError(f"K ({k}) is too large for an exact int32 accumulator (at most {MAX_K})")
 
@@ -83,7 +91,8 @@ def w8a8_matmul_ref(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor,
 
     The product is computed in float64, which is exact here on any device (every partial
     sum is an integer below ``2^31 < 2^53``), then held as int32; the scaling is done in
-    fp32 in the kernel's order and cast to ``out_dtype``.
+    fp32 in the kernel's order and cast to ``out_dtype``. Validated as :func:`w8a8_matmul`
+    validates, but for the block sizes and which device (any, as long as it is one).
     """
     _check_args(x_q, x_scale, w_q, w_scale, out_dtype)
     acc = (x_q.double() @ w_q.double().T).to(torch.int32)
@@ -123,9 +132,18 @@ def w8a8_matmul(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_s
     ``x_q`` int8 with ``x_scale`` fp32 of shape ``x_q.shape[:-1]`` (per token, see
     :func:`quantize_per_token`), ``w_q`` int8 ``(N, K)`` with ``w_scale`` fp32 ``(N,)``.
     ``block_m`` defaults to the smallest power of two from 16 to 64 that holds the rows.
+
+    Validated before anything is launched (``TypeError`` for a dtype, ``ValueError``
+    otherwise, naming the argument): the dtypes above, ``out_dtype`` fp32 or fp16, ``w_q``
+    2-D, ``x_q``'s last dimension ``K`` (at most :data:`MAX_K`), the scales' shapes, all four
+    on one device the kernel runs on, ``block_m`` and ``block_n`` powers of two >= 16 and
+    ``block_k`` one >= 32 (an int8 ``tl.dot`` on a GPU needs ``K >= 32``; the interpreter
+    would take 16 and hide it), their tiles within a Triton tensor. Any strides are fine.
     """
     _check_args(x_q, x_scale, w_q, w_scale, out_dtype)
     n, k = w_q.shape
+    check_devices(x_q=x_q, x_scale=x_scale, w_q=w_q, w_scale=w_scale)
+    check_blocks(block_k=block_k, minimum=SMALLEST_INT8_K, why="an int8 tl.dot's smallest K on a GPU")
     run = tiled_matmul(x_q, n, out_dtype, block_m, block_n, block_k)
     if not run.empty:
         x2, xs, y = run.rows, x_scale.reshape(-1), run.y

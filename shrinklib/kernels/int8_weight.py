@@ -23,26 +23,36 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
-from shrinklib.kernels.launch import check_activations, dot_precision, dtype_name, tiled_matmul
+from shrinklib.kernels.launch import (
+    check_activations,
+    check_devices,
+    check_operand,
+    check_same_device,
+    check_shape,
+    check_width,
+    dot_precision,
+    tiled_matmul,
+)
 
 
 def _check_weight(qweight: torch.Tensor, scale: torch.Tensor) -> None:
-    if not isinstance(qweight, torch.Tensor) or qweight.dtype != torch.int8:
-        raise TypeError(f"qweight must be an int8 tensor (N, K), got {dtype_name(qweight)}")
-    if qweight.ndim != 2:
-        raise ValueError(f"qweight must be 2-D (N, K), got shape {tuple(qweight.shape)}")
-    if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:
-        raise TypeError(f"scale must be a float32 tensor (N,), got {dtype_name(scale)}")
-    if scale.shape != qweight.shape[:1]:
-        raise ValueError(f"scale must have shape (N,) = ({qweight.shape[0]},), one per output channel, "
-                         f"got {tuple(scale.shape)}")
+    """``qweight`` is int8 ``(N, K)``, ``scale`` float32 ``(N,)``, both on one device."""
+    check_operand("qweight", qweight, "an int8 tensor (N, K)", dtypes=(torch.int8,), ndim=2, layout="(N, K)")
+    check_operand("scale", scale, "a float32 tensor (N,)", dtypes=(torch.float32,))
+    check_shape("scale", scale, qweight.shape[:1], "(N,)", ", one per output channel")
+    check_same_device(qweight=qweight, scale=scale)
 
 
 def w8a16_matmul_ref(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Reference: ``x @ (qweight * scale[:, None]).T`` in fp32, cast to ``x.dtype``."""
+    """Reference: ``x @ (qweight * scale[:, None]).T`` in fp32, cast to ``x.dtype``.
+
+    Validated as :func:`w8a16_matmul` validates, but for ``x``'s dtype and which device
+    (any, as long as it is one).
+    """
     _check_weight(qweight, scale)
-    if x.shape[-1] != qweight.shape[1]:
-        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, qweight {tuple(qweight.shape)}")
+    check_operand("x", x, "a tensor (..., K)")
+    check_same_device(x=x, qweight=qweight, scale=scale)
+    check_width(x, qweight.shape[1], qweight=qweight)
     w = qweight.float() * scale[:, None]
     return (x.float() @ w.T).to(x.dtype)
 
@@ -78,13 +88,18 @@ def w8a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *,
 
     ``qweight`` is int8 ``(N, K)``, ``scale`` fp32 ``(N,)``. ``block_m`` defaults to the
     smallest power of two from 16 to 64 that holds the rows of ``x``.
+
+    Validated before anything is launched (``TypeError`` for a dtype, ``ValueError``
+    otherwise, naming the argument): ``x`` is fp16/fp32 with last dimension ``K``,
+    ``qweight`` int8 2-D, ``scale`` float32 ``(N,)``, all three on one device the kernel
+    runs on, and ``block_m``, ``block_n``, ``block_k`` powers of two >= 16 whose tiles fit
+    in a Triton tensor. Any strides are fine.
     """
     check_activations(x)
     _check_weight(qweight, scale)
     n, k = qweight.shape
-    if x.ndim == 0 or x.shape[-1] != k:
-        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, qweight {tuple(qweight.shape)} "
-                         "(x's last dimension must be K)")
+    check_devices(x=x, qweight=qweight, scale=scale)
+    check_width(x, k, qweight=qweight)
     run = tiled_matmul(x, n, x.dtype, block_m, block_n, block_k)
     if not run.empty:
         x2, y = run.rows, run.y

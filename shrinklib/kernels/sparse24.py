@@ -22,19 +22,30 @@ import triton
 import triton.language as tl
 
 import shrinklib.kernels  # noqa: F401  (sets TRITON_INTERPRET before the kernel is defined)
-from shrinklib.kernels.launch import check_activations, dot_precision, dtype_name, tiled_matmul
+from shrinklib.kernels.launch import (
+    check_activations,
+    check_devices,
+    check_operand,
+    check_same_device,
+    check_shape,
+    check_width,
+    dot_precision,
+    tiled_matmul,
+)
 
 
 def compress_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(values, meta)`` of a 2:4-sparse ``(N, K)`` weight (``K`` a multiple of 4).
 
     A group with fewer than two nonzeros stores zeros at unused positions, so any weight
-    with at most two nonzeros per group of four compresses exactly.
+    with at most two nonzeros per group of four compresses exactly. Validated: ``weight``
+    is a 2-D floating-point tensor (``TypeError`` otherwise: the kernel multiplies the
+    values in the activation's float dtype), ``K`` is a multiple of 4, and no group of
+    four holds more than two nonzeros (``ValueError``).
     """
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a tensor (N, K), got {dtype_name(weight)}")
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be 2-D (N, K), got shape {tuple(weight.shape)}")
+    if isinstance(weight, torch.Tensor) and not weight.is_floating_point():
+        raise TypeError(f"weight must be a floating-point tensor (N, K), got {weight.dtype}")
+    check_operand("weight", weight, "a tensor (N, K)", ndim=2, layout="(N, K)")
     n, k = weight.shape
     if k % 4:
         raise ValueError(f"K ({k}) must be a multiple of 4 for the 2:4 format")
@@ -51,22 +62,28 @@ def compress_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_compressed(values: torch.Tensor, meta: torch.Tensor) -> tuple[int, int]:
-    """``(N, K)`` of the weight that ``(values, meta)`` encode, once both are checked."""
-    if not isinstance(values, torch.Tensor):
-        raise TypeError(f"values must be a tensor (N, K/2) from compress_24, got {dtype_name(values)}")
-    if values.ndim != 2:
-        raise ValueError(f"values must be 2-D (N, K/2), got shape {tuple(values.shape)}")
-    if not isinstance(meta, torch.Tensor) or meta.dtype != torch.uint8:
-        raise TypeError(f"meta must be a uint8 tensor (N, K/4) from compress_24, got {dtype_name(meta)}")
+    """``(N, K)`` of the weight that ``(values, meta)`` encode, once both are checked.
+
+    ``values`` is 2-D ``(N, K/2)`` with ``K/2`` even (``K`` a multiple of 4: the kernel
+    reads ``meta`` at group ``k // 4`` for every ``k < K``, so an odd ``K/2`` would read one
+    group past it), ``meta`` is uint8 of shape exactly ``(N, K/4)``, and both are on one
+    device (any one: the reference and :func:`decompress_24` run wherever torch does). The
+    2-bit codes inside ``meta`` are not read here: that would cost a device sync on every
+    call, and a wrong code cannot make the kernel read outside a buffer.
+    """
+    check_operand("values", values, "a tensor (N, K/2) from compress_24", ndim=2, layout="(N, K/2)")
+    check_operand("meta", meta, "a uint8 tensor (N, K/4) from compress_24", dtypes=(torch.uint8,))
     n, half = values.shape
-    if meta.shape != (n, half // 2) or half % 2:
-        raise ValueError(f"meta must have shape (N, K/4) = {(n, half // 2)} for values {tuple(values.shape)}, "
-                         f"got {tuple(meta.shape)}")
+    if half % 2:
+        raise ValueError(f"values must have an even number of columns, K/2 with K a multiple of 4 (two kept entries "
+                         f"per group of four), got shape {tuple(values.shape)}")
+    check_shape("meta", meta, (n, half // 2), "(N, K/4)", f" for values {tuple(values.shape)}")
+    check_same_device(values=values, meta=meta)
     return n, 2 * half
 
 
 def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
-    """The dense ``(N, K)`` weight that ``(values, meta)`` encode."""
+    """The dense ``(N, K)`` weight that ``(values, meta)`` encode (both checked as for :func:`sparse24_matmul`)."""
     n, k = _check_compressed(values, meta)
     half = k // 2
     pairs = values.reshape(n, half // 2, 2)
@@ -78,10 +95,16 @@ def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
 
 
 def sparse24_matmul_ref(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
-    """Reference: ``x @ W.T`` with ``W`` decompressed, accumulated in fp32, cast to ``x.dtype``."""
+    """Reference: ``x @ W.T`` with ``W`` decompressed, accumulated in fp32, cast to ``x.dtype``.
+
+    ``values`` and ``meta`` are checked as for :func:`sparse24_matmul`, ``x``'s last
+    dimension must be ``K`` and all three must be on one device; ``x``'s dtype is not
+    checked (any dtype ``@`` takes), nor is the device (any one torch runs on).
+    """
     _, k = _check_compressed(values, meta)
-    if x.shape[-1] != k:
-        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, values {tuple(values.shape)} (K = 2 * K/2)")
+    check_operand("x", x, "a tensor (..., K)")
+    check_same_device(x=x, values=values, meta=meta)
+    check_width(x, k, k_is="K = 2 * values.shape[1]", values=values)
     return (x.float() @ decompress_24(values, meta).float().T).to(x.dtype)
 
 
@@ -120,14 +143,20 @@ def sparse24_matmul(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, *
     ``values`` ``(N, K/2)`` has ``x``'s dtype (fp16 or fp32), ``meta`` is uint8 ``(N, K/4)``,
     both from :func:`compress_24`. ``block_m`` defaults to the smallest power of two from
     16 to 64 that holds the rows of ``x``.
+
+    Validated before anything is launched (``TypeError`` for a dtype, ``ValueError``
+    otherwise, naming the argument): ``x`` is fp16/fp32 with last dimension ``K``;
+    ``values`` is 2-D with ``x``'s dtype and an even width ``K/2``; ``meta`` is uint8 of
+    shape ``(N, K/4)``; all three are on one device the kernel runs on; ``block_m``,
+    ``block_n`` and ``block_k`` are powers of two >= 16 whose tiles fit in a Triton tensor.
+    Any strides are fine. The codes inside ``meta`` are trusted (see :func:`compress_24`).
     """
     check_activations(x)
     n, k = _check_compressed(values, meta)
     if values.dtype != x.dtype:
         raise TypeError(f"values ({values.dtype}) must have the dtype of x ({x.dtype})")
-    if x.ndim == 0 or x.shape[-1] != k:
-        raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, values {tuple(values.shape)}, "
-                         f"meta {tuple(meta.shape)} (x's last dimension must be K = 2 * K/2)")
+    check_devices(x=x, values=values, meta=meta)
+    check_width(x, k, k_is="K = 2 * values.shape[1]", values=values, meta=meta)
     run = tiled_matmul(x, n, x.dtype, block_m, block_n, block_k)
     if not run.empty:
         x2, y = run.rows, run.y

@@ -26,8 +26,14 @@ from shrinklib.utils import check_seed
 
 
 def _sample(name: str, values) -> np.ndarray:
-    """``values`` as a float64 array: non-empty, 1-D and finite, else a ValueError naming ``name``."""
-    array = np.asarray(values, dtype=np.float64)
+    """``values`` as a float64 array: non-empty, 1-D and finite, else a ValueError naming ``name``
+    (a ``TypeError`` for a string or anything else that is not numbers)."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}") from None
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -35,7 +41,8 @@ def _sample(name: str, values) -> np.ndarray:
     return array
 
 
-def _check_confidence(confidence) -> float:
+def check_confidence(confidence) -> float:
+    """``confidence`` as a float if it is a number strictly between 0 and 1 (a level such as 0.95), else ``ValueError``."""
     return check_number("confidence", confidence, low=0, high=1, low_open=True, high_open=True,
                         what="a number strictly between 0 and 1")
 
@@ -67,7 +74,7 @@ def bootstrap_ci(values, *, n_resamples: int = 1000, confidence: float = 0.95, s
     """
     array = _sample("values", values)
     check_positive_int("n_resamples", n_resamples)
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     return _interval(_resampled_means(array, n_resamples, check_seed(seed)), confidence)
 
 
@@ -113,7 +120,7 @@ def paired_bootstrap(a, b, *, n_resamples: int = 1000, confidence: float = 0.95,
             f"a and b must hold one value per example for the same examples, got lengths {a.size} and {b.size}"
         )
     check_positive_int("n_resamples", n_resamples)
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     differences = a - b
     means = _resampled_means(differences, n_resamples, check_seed(seed))
     low, high = _interval(means, confidence)

@@ -20,13 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from shrinklib._checks import check_module
 from shrinklib.measure.components import component_of, empty_breakdown
 from shrinklib.utils import FilterFn, matching_modules
-
-
-def _check_model(model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def _effective(module: nn.Module, name: str) -> tuple[str, torch.Tensor]:
@@ -44,6 +40,7 @@ def module_weights(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
     ...), pruned ones resolved to their masked value, and a buffer named ``weight`` (a
     weight stored in integer form by a quantized layer). Biases are not weights.
     """
+    check_module(module, "module")
     found: dict[str, torch.Tensor] = {}
     for name, param in module._parameters.items():
         if param is None:
@@ -80,7 +77,7 @@ def _count_nonzero(tensor: torch.Tensor) -> int:
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters, each shared (tied) tensor once."""
-    _check_model(model)
+    check_module(model)
     stored = (stored_weight(m) for m in model.modules())
     return sum(p.numel() for p in model.parameters()) + sum(w.numel() for w in stored if w is not None)
 
@@ -91,7 +88,7 @@ def parameters_by_component(model: nn.Module) -> dict[str, int]:
     A tied tensor counts once, in the component of the first module that holds it (for a
     Llama with tied embeddings: ``embeddings``, not ``head``).
     """
-    _check_model(model)
+    check_module(model)
     out = empty_breakdown()
     seen: set[int] = set()
     for fqn, module in model.named_modules():
@@ -107,7 +104,7 @@ def parameters_by_component(model: nn.Module) -> dict[str, int]:
 
 
 def _picked_weights(model: nn.Module, filter_fn: FilterFn | None) -> list[torch.Tensor]:
-    _check_model(model)
+    check_module(model)
     weights, seen = [], set()
     picked_any = False
     for _, module in matching_modules(model, filter_fn):
@@ -141,7 +138,7 @@ def sparsity(model: nn.Module, filter_fn: FilterFn | None = None) -> float:
 
 def nonzero_parameters(model: nn.Module) -> int:
     """Nonzero entries over all parameters (each tied tensor once, pruned ones as masked)."""
-    _check_model(model)
+    check_module(model)
     total, seen = 0, set()
     for _, module in model.named_modules():
         for name, param in module._parameters.items():

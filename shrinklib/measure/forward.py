@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from shrinklib._checks import check_positive_int
+from shrinklib._checks import check_module, check_positive_int
 from shrinklib.arch import pad_id, vocab_size
 
 Inputs = Any  # a dict of keyword arguments, a tuple of positional ones, or one tensor
@@ -23,6 +23,7 @@ Inputs = Any  # a dict of keyword arguments, a tuple of positional ones, or one 
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    check_module(model)
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -30,7 +31,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 @contextlib.contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Context manager: ``model`` in eval mode inside, each submodule's own mode restored after."""
+    """Context manager: ``model`` (an ``nn.Module``) in eval mode inside, each submodule's own mode restored after."""
+    check_module(model)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -65,6 +67,7 @@ def _first_leaf(model: nn.Module) -> nn.Module | None:
 
 def dummy_token_ids(model: nn.Module, batch_size: int, seq_len: int, *, seed: int = 0) -> torch.Tensor:
     """Random token ids of shape (batch_size, seq_len) valid for ``model``, never its pad id."""
+    check_module(model)
     check_positive_int("batch_size", batch_size)
     check_positive_int("seq_len", seq_len)
     config = getattr(model, "config", None)
@@ -96,8 +99,7 @@ def dummy_inputs(model: nn.Module, batch_size: int = 1, seq_len: int = 128, *, s
     Raises ``TypeError`` for a model whose inputs cannot be guessed; pass explicit
     inputs to the measuring function then.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     check_positive_int("batch_size", batch_size)
     check_positive_int("seq_len", seq_len)
     if _reads_tokens(model):
@@ -125,7 +127,9 @@ def dummy_inputs(model: nn.Module, batch_size: int = 1, seq_len: int = 128, *, s
 
 
 def call(model, inputs: Inputs):
-    """``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple or list, else ``model(inputs)``."""
+    """``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple or list, else ``model(inputs)``; ``model`` must be callable."""
+    if not callable(model):
+        raise TypeError(f"model must be a model or a callable, got {type(model).__name__}")
     if isinstance(inputs, dict):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shrinklib._checks import check_int, check_positive_int
+from shrinklib._checks import check_int, check_number, check_positive_int
 from shrinklib.measure.forward import Inputs, call, dummy_inputs, evaluating, model_device
 
 
@@ -46,6 +46,8 @@ class Latency:
     samples_ms: tuple[float, ...]
 
     def __post_init__(self):
+        for name in ("median_ms", "iqr_ms", "q25_ms", "q75_ms"):
+            check_number(name, getattr(self, name), low=0, what="a finite number of milliseconds >= 0")
         check_positive_int("repeats", self.repeats)
         check_positive_int("threads", self.threads)
         if len(self.samples_ms) != self.repeats:

@@ -27,10 +27,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shrinklib._checks import check_int, check_number, check_positive_int
+from shrinklib._checks import check_int, check_module, check_number, check_positive_int
 from shrinklib.arch import pad_id
-from shrinklib.measure.bootstrap import bootstrap_ci
+from shrinklib.measure.bootstrap import bootstrap_ci, check_confidence
 from shrinklib.measure.forward import evaluating, model_device
+from shrinklib.utils import check_seed
 
 #: Below this many batches no progress bar is shown (when ``progress`` is None).
 PROGRESS_MIN_BATCHES = 10
@@ -71,6 +72,11 @@ def _pad_batch(ids: list, masks: list | None, pad_id: int, device) -> dict[str, 
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
 
+def _check_tokenizer(tokenizer) -> None:
+    if not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a tokenizer (callable on text), got {type(tokenizer).__name__}")
+
+
 def _logits_of(output) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
@@ -97,8 +103,7 @@ def predict_logits(
     ``max_length`` tokens. The model runs in eval mode under ``torch.inference_mode``.
     ``progress``: show a tqdm bar (None: only for ``PROGRESS_MIN_BATCHES`` batches or more).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     check_positive_int("batch_size", batch_size)
     check_positive_int("max_length", max_length)
     columns = _columns(dataset)
@@ -107,6 +112,8 @@ def predict_logits(
         raise ValueError(f"dataset must have a 'text' or an 'input_ids' column, got columns {columns}")
     if not pretokenized and tokenizer is None:
         raise ValueError("tokenizer is required for a dataset with a 'text' column (or give 'input_ids')")
+    if not pretokenized:
+        _check_tokenizer(tokenizer)
     n = _length(dataset)
     if n == 0:
         raise ValueError("dataset is empty; there is nothing to predict")
@@ -163,6 +170,7 @@ def correctness(
     two models' arrays on the same rows are what :func:`shrinklib.measure.paired_bootstrap`
     compares. Prediction as in :func:`predict_logits` (the arguments mean the same).
     """
+    check_module(model)
     if "label" not in _columns(dataset):
         raise ValueError(f"dataset must have a 'label' column, got columns {_columns(dataset)}")
     logits = predict_logits(model, dataset, tokenizer, batch_size, max_length, progress=progress)
@@ -190,8 +198,12 @@ def accuracy(
     """Accuracy of ``model`` on ``dataset`` (a ``label`` column) with a bootstrap interval.
 
     The mean of :func:`correctness` (prediction as in :func:`predict_logits`); the
-    interval as in :func:`shrinklib.measure.bootstrap_ci`.
+    interval as in :func:`shrinklib.measure.bootstrap_ci`. The interval's options are
+    checked before the model runs.
     """
+    check_positive_int("n_resamples", n_resamples)
+    check_confidence(confidence)
+    check_seed(seed)
     correct = correctness(model, dataset, tokenizer, batch_size=batch_size, max_length=max_length, progress=progress)
     low, high = bootstrap_ci(correct, n_resamples=n_resamples, confidence=confidence, seed=seed)
     return Accuracy(float(correct.mean()), low, high, int(correct.size))
@@ -223,8 +235,8 @@ def perplexity(
     from tokens <= t; the NLLs of all predictions are averaged (a short last block weighs
     by its length), in float64.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
+    _check_tokenizer(tokenizer)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     check_int("block_size", block_size, minimum=2, what="an int >= 2")

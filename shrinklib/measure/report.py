@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from shrinklib._checks import check_number, is_number
+from shrinklib._checks import check_instance, check_iterable, check_module, check_number, is_number
 from shrinklib.measure.counts import count_parameters, nonzero_parameters
 from shrinklib.measure.forward import model_device
 from shrinklib.measure.latency import available_cpus, latency
@@ -40,8 +41,16 @@ TABLE_FILE = "results_table.csv"
 
 
 def describe_device(device: torch.device | str | None = None) -> str:
-    """A short description of the machine: the GPU's name, or the CPU's model and count."""
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    """A short description of the machine: the GPU's name, or the CPU's model and count.
+
+    ``device`` is a ``torch.device``, a device name such as ``"cuda:0"``, or ``None`` (the CPU).
+    """
+    if device is not None:
+        check_instance("device", device, (torch.device, str), what="a torch.device, a device name or None")
+    try:
+        device = torch.device(device) if device is not None else torch.device("cpu")
+    except RuntimeError:
+        raise ValueError(f"device must name a device such as 'cpu' or 'cuda:0', got {device!r}") from None
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     name = ""
@@ -55,9 +64,14 @@ def describe_device(device: torch.device | str | None = None) -> str:
 
 
 def git_commit(folder: str | Path | None = None) -> str:
-    """Short hash of the checked-out commit (``+dirty`` if files changed), or ``"unknown"``."""
+    """Short hash of the checked-out commit (``+dirty`` if files changed), or ``"unknown"``.
+
+    ``folder`` (a path in the checkout; default: shrinklib's own) must be a str, a path or ``None``.
+    """
     import subprocess
 
+    if folder is not None:
+        check_instance("folder", folder, (str, os.PathLike), what="a str, a path or None")
     cwd = str(folder or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True,
@@ -168,7 +182,7 @@ def to_frame(rows: Iterable[Report]) -> pd.DataFrame:
     """A DataFrame with one row per :class:`Report`, columns in :data:`COLUMNS` order."""
     if isinstance(rows, Report):
         raise TypeError("rows must be an iterable of Report; wrap a single report in a list: to_frame([report])")
-    rows = list(rows)
+    rows = list(check_iterable("rows", rows, what="an iterable of Report"))
     for i, row in enumerate(rows):
         if not isinstance(row, Report):
             raise TypeError(f"rows must hold only Report objects, got {type(row).__name__} at position {i}")
@@ -183,6 +197,8 @@ class ResultsTable:
     """
 
     def __init__(self, path: str | Path | None = None):
+        if path is not None:
+            check_instance("path", path, (str, os.PathLike), what="a str, a path or None")
         if path is None:
             from shrinklib.cache import cache_dir
 
@@ -234,7 +250,8 @@ class ResultsTable:
         return self
 
     def remove(self, name: str) -> "ResultsTable":
-        """Delete the row called ``name``; a ValueError if there is none."""
+        """Delete the row called ``name`` (a str); a ValueError if there is none."""
+        _text("name", name)
         with self._lock:
             df = self._read()
             if name not in set(df["name"]):
@@ -276,7 +293,9 @@ def measure_model(
     :func:`shrinklib.measure.accuracy`, or rebuilt from a benchmark's row) and/or a
     ``perplexity``; :func:`measure_classifier` and :func:`measure_lm` measure it too.
     Nothing is written: add the report to a :class:`ResultsTable` to keep it.
+    ``model`` must be an ``nn.Module``.
     """
+    check_module(model)
     _check_names(name, chapter, method)
     if accuracy is not None and not isinstance(accuracy, Accuracy):
         raise TypeError(f"accuracy must be a shrinklib.measure.Accuracy or None, got {type(accuracy).__name__}")
@@ -315,6 +334,7 @@ def measure_classifier(
     ``latency_repeats`` runs). Nothing is written: add the report to a
     :class:`ResultsTable` to keep it.
     """
+    check_module(model)
     _check_names(name, chapter, method)
     acc = quality.accuracy(model, dataset, tokenizer, max_length=seq_len)
     return measure_model(model, name=name, chapter=chapter, method=method, accuracy=acc, seq_len=seq_len,
@@ -344,6 +364,7 @@ def measure_lm(
     in :func:`measure_model`. The report's accuracy columns are empty. Nothing is
     written: add the report to a :class:`ResultsTable` to keep it.
     """
+    check_module(model)
     _check_names(name, chapter, method)
     ppl = quality.perplexity(model, tokenizer, text, block_size=block_size, max_blocks=max_blocks)
     return measure_model(model, name=name, chapter=chapter, method=method, perplexity=ppl, seq_len=seq_len,

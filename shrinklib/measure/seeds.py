@@ -14,13 +14,15 @@ from typing import Sequence
 
 import pandas as pd
 
+from shrinklib._checks import check_iterable
+
 #: The statistics :func:`seed_summary` gives for each value column, in order.
 SEED_STATISTICS = ("mean", "std", "lowest", "highest", "seeds")
 
 
 def _columns(argument: str, names) -> dict[str, str]:
     """``{"by": "training"}`` for one name, ``{"by[0]": "epochs", "by[1]": "training"}`` for several."""
-    names = [names] if isinstance(names, str) else list(names)
+    names = [names] if isinstance(names, str) else list(check_iterable(argument, names, what="a column name or a list of them"))
     if not names:
         raise ValueError(f"{argument} must name at least one column, got {names!r}")
     return {f"{argument}[{i}]" if len(names) > 1 else argument: name for i, name in enumerate(names)}
@@ -67,7 +69,7 @@ def seed_summary(
     if isinstance(value, str):
         table = table[value]
     if order is not None:
-        order = list(order)
+        order = list(check_iterable("order", order, what="a list of settings (values of by)"))
         missing = [o for o in order if o not in table.index]
         if missing:
             raise ValueError(f"order names {missing!r}, which no run has; settings: {list(table.index)!r}")

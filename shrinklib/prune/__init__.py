@@ -34,8 +34,8 @@ from shrinklib.prune.movement import (
     soft_movement_penalty,
 )
 from shrinklib.prune.neurons import neuron_importance, prune_neurons_
-from shrinklib.prune.nm import check_nm, is_nm_sparse, nm_, nm_mask
-from shrinklib.prune.oneshot import precomputed_statistics
+from shrinklib.prune.nm import check_nm, check_nm_pair, is_nm_sparse, nm_, nm_mask
+from shrinklib.prune.oneshot import check_one_shot_layers, precomputed_statistics
 from shrinklib.prune.recurrent import SCHEMES, see_prune_, weight_classes
 from shrinklib.prune.schedule import GradualMagnitude, cubic_sparsity
 from shrinklib.prune.sparse_linear import SparseLinear, sparsify_24_
@@ -45,12 +45,12 @@ from shrinklib.prune.wanda import wanda_, wanda_mask, wanda_scores
 __all__ = [
     "MASK", "SUFFIX", "set_mask_", "masks", "param_masks", "apply_masks_", "keep_masks", "make_permanent_",
     "SCOPES", "magnitude_", "magnitude_masks", "prunable_weights", "select_smallest",
-    "nm_", "nm_mask", "is_nm_sparse", "check_nm", "CRITERIA", "block_", "block_scores", "expand_blocks",
+    "nm_", "nm_mask", "is_nm_sparse", "check_nm", "check_nm_pair", "CRITERIA", "block_", "block_scores", "expand_blocks",
     "cubic_sparsity", "GradualMagnitude", "SparseLinear", "sparsify_24_",
     "gate_importance", "lowest_units", "head_importance", "prune_heads_",
     "neuron_importance", "prune_neurons_", "STRATEGIES", "layers_to_drop",
     "drop_layers_", "layer_drop", "wanda_", "wanda_mask", "wanda_scores",
-    "sparsegpt_", "sparsegpt_prune", "precomputed_statistics", "SCHEMES", "see_prune_", "weight_classes",
+    "sparsegpt_", "sparsegpt_prune", "check_one_shot_layers", "precomputed_statistics", "SCHEMES", "see_prune_", "weight_classes",
     "find_lottery_ticket", "rewind_", "round_sparsities", "snapshot",
     "METHODS", "SCORE_UPDATES", "MovementLinear", "MovementSchedule", "finalize_movement_", "movement_", "movement_layers",
     "soft_movement_penalty",

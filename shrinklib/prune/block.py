@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shrinklib._checks import check_sparsity, is_int
+from shrinklib._checks import check_instance, check_sparsity, is_int
 from shrinklib.prune.magnitude import prunable_weights, select_smallest
 from shrinklib.prune.masks import MASK, set_mask_
 from shrinklib.utils import FilterFn
@@ -29,11 +29,17 @@ def _check_block(block) -> tuple[int, int]:
     return block
 
 
+def _check_criterion(criterion) -> str:
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    return criterion
+
+
 def block_scores(weight: torch.Tensor, block: tuple[int, int], criterion: str = "max") -> torch.Tensor:
     """One score per block of an ``(out, in)`` weight: shape ``(out // rows, in // cols)``."""
     rows, cols = _check_block(block)
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    _check_criterion(criterion)
+    check_instance("weight", weight, torch.Tensor)
     if weight.ndim != 2 or weight.shape[0] % rows or weight.shape[1] % cols:
         raise ValueError(f"block {block} does not divide the weight of shape {tuple(weight.shape)}")
     tiles = weight.detach().abs().reshape(weight.shape[0] // rows, rows, weight.shape[1] // cols, cols)
@@ -45,6 +51,7 @@ def block_scores(weight: torch.Tensor, block: tuple[int, int], criterion: str = 
 def expand_blocks(block_mask: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     """A per-block mask ``(R, C)`` blown up to the weight's shape ``(R*rows, C*cols)``."""
     rows, cols = _check_block(block)
+    check_instance("block_mask", block_mask, torch.Tensor)
     return block_mask.repeat_interleave(rows, dim=0).repeat_interleave(cols, dim=1)
 
 
@@ -54,10 +61,12 @@ def block_(model: nn.Module, sparsity: float = 0.5, *, block: tuple[int, int] = 
 
     A block already partly masked is scored on its remaining weights. Every mask is
     computed before any layer changes, so a block size that does not divide some weight
-    leaves the whole model untouched.
+    leaves the whole model untouched; so do a ``model`` that is not an ``nn.Module``, a
+    ``sparsity`` outside [0, 1), and a ``block``, ``scope`` or ``criterion`` not allowed.
     """
     sparsity = check_sparsity(sparsity)
     _check_block(block)
+    _check_criterion(criterion)
     scores = {}
     for fqn, module in prunable_weights(model, filter_fn).items():
         mask = module._buffers.get(MASK)

@@ -15,7 +15,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib._checks import check_int, check_number
+from shrinklib._checks import check_instance, check_int, check_iterable, check_mapping, check_module, check_number
 from shrinklib.calibration import run_batches
 
 
@@ -25,10 +25,19 @@ def gate_importance(model: nn.Module, sites: dict[str, tuple[nn.Module, int]], b
 
     ``sites[name] = (module, units)``: the module's output (the first element if it
     returns a tuple) has a last dimension of ``units * unit_size`` and unit ``u`` owns
-    the ``u``-th slice of it.
+    the ``u``-th slice of it. ``model`` must be an ``nn.Module``, ``sites`` a mapping of such
+    pairs and ``batches`` an iterable of dicts; the model's weights and gradients are not changed.
     """
+    check_module(model)
+    check_mapping("sites", sites)
+    check_iterable("batches", batches, what="an iterable of batches (a list of dicts, a DataLoader)")
     if not sites:
         raise ValueError("no site to measure: the model has no unit of the kind asked for")
+    for name, site in sites.items():
+        if not (isinstance(site, tuple) and len(site) == 2):
+            raise TypeError(f"sites[{name!r}] must be a (module, units) pair, got {site!r}")
+        check_module(site[0], f"sites[{name!r}][0]")
+        check_int(f"sites[{name!r}][1]", site[1], minimum=1, what="a positive int (the number of units)")
     device = next(model.parameters()).device
     gates = {name: torch.ones(units, device=device, requires_grad=True) for name, (_, units) in sites.items()}
     totals = {name: torch.zeros(units, device=device) for name, (_, units) in sites.items()}
@@ -64,7 +73,16 @@ def lowest_units(scores: list[torch.Tensor], fraction: float, *, scope: str = "g
 
     ``scope="global"`` ranks all units of all layers together (layers lose different
     shares; at least one unit per layer stays), ``"layer"`` removes the same share everywhere.
+    ``scores`` must be a list (an iterable) of 1-D tensors.
     """
+    check_iterable("scores", scores, what="a list of 1-D tensors, one per layer")
+    scores = list(scores)
+    if not scores:
+        raise ValueError("scores is empty: give one tensor of unit scores per layer")
+    for i, s in enumerate(scores):
+        check_instance(f"scores[{i}]", s, torch.Tensor)
+        if s.ndim != 1:
+            raise ValueError(f"scores[{i}] must be 1-D (one score per unit), got shape {tuple(s.shape)}")
     fraction = check_number("fraction", fraction, low=0, high=1, high_open=True, what="in [0, 1)")
     if scope == "layer":
         return [torch.argsort(s)[: round(fraction * s.numel())].tolist() for s in scores]

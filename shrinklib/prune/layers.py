@@ -23,14 +23,16 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from shrinklib._checks import check_int, check_number, is_int
+from shrinklib._checks import check_int, check_iterable, check_module, check_number, check_positive_int, is_int
 from shrinklib.arch import encoder_layers
+from shrinklib.utils import check_seed
 
 STRATEGIES = ("top", "bottom", "alternate")
 
 
 def layers_to_drop(num_layers: int, n: int, strategy: str = "top") -> list[int]:
     """Which ``n`` of ``num_layers`` layers a strategy of Sajjad et al. removes (sorted)."""
+    check_positive_int("num_layers", num_layers)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     check_int("n", n, minimum=0, maximum=num_layers - 1, what=f"an int in [0, {num_layers}) (at least one layer stays)")
@@ -43,11 +45,16 @@ def layers_to_drop(num_layers: int, n: int, strategy: str = "top") -> list[int]:
 
 
 def drop_layers_(model: nn.Module, layers: Iterable[int]) -> nn.Module:
-    """Delete the encoder layers ``layers`` (0 = nearest the embeddings); returns ``model``."""
-    stack = encoder_layers(model)
-    layers = sorted(set(layers))
+    """Delete the encoder layers ``layers`` (0 = nearest the embeddings); returns ``model``.
+
+    ``model`` must be an ``nn.Module`` with a BERT-style encoder and ``layers`` an iterable
+    of layer indices that leaves at least one layer; all is checked before a layer goes.
+    """
+    stack = encoder_layers(check_module(model))
+    layers = list(check_iterable("layers", layers, what="an iterable of layer indices"))
     if any(not is_int(i) or not 0 <= i < len(stack) for i in layers):
         raise ValueError(f"layers must be ints in [0, {len(stack)}), got {layers}")
+    layers = sorted(set(layers))
     if len(layers) == len(stack):
         raise ValueError("cannot drop every layer of the encoder")
     for i in reversed(layers):
@@ -67,7 +74,8 @@ def layer_drop(model: nn.Module, p: float, *, seed: int = 0) -> Iterator[nn.Modu
     changed once the block ends (the layers' own ``forward`` is restored).
     """
     p = check_number("p", p, low=0, high=1, high_open=True, what="a probability in [0, 1)")
-    stack = encoder_layers(model)
+    check_seed(seed)
+    stack = encoder_layers(check_module(model))
     generator = torch.Generator().manual_seed(seed)
     patched = []
     for layer in stack:

@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from shrinklib._checks import check_int, check_sparsity
-from shrinklib.prune.magnitude import magnitude_
+from shrinklib._checks import check_instance, check_int, check_mapping, check_module, check_sparsity
+from shrinklib.prune.magnitude import SCOPES, magnitude_, prunable_weights
 from shrinklib.prune.masks import SUFFIX, apply_masks_
 from shrinklib.utils import FilterFn
 
@@ -34,16 +34,35 @@ def round_sparsities(final_sparsity: float, rounds: int) -> list[float]:
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the model's parameters (not its masks): the state to rewind to."""
+    check_module(model)
     return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _check_state(model: nn.Module, state) -> dict[str, nn.Parameter]:
+    """``model``'s parameters by name, once ``state`` is checked to hold exactly them, as tensors of their shapes."""
+    check_module(model)
+    check_mapping("state", state)
+    params = dict(model.named_parameters())
+    missing, unknown = params.keys() - state.keys(), state.keys() - params.keys()
+    if missing:
+        raise ValueError(f"the rewind state lacks parameters: {sorted(missing)[:5]}")
+    if unknown:
+        raise ValueError(f"the rewind state holds parameters this model does not have: {sorted(unknown, key=str)[:5]}")
+    for name, value in state.items():
+        check_instance(f"state[{name!r}]", value, torch.Tensor)
+        if value.shape != params[name].shape:
+            raise ValueError(f"state[{name!r}] has shape {tuple(value.shape)}, the parameter {tuple(params[name].shape)}")
+    return params
 
 
 @torch.no_grad()
 def rewind_(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Set the parameters back to ``state`` and re-apply the masks; returns ``model``."""
-    params = dict(model.named_parameters())
-    missing = params.keys() - state.keys()
-    if missing:
-        raise ValueError(f"the rewind state lacks parameters: {sorted(missing)[:5]}")
+    """Set the parameters back to ``state`` and re-apply the masks; returns ``model``.
+
+    ``state`` (from :func:`snapshot`) must map exactly the model's parameter names to
+    tensors of their shapes; it is checked in full before any parameter changes.
+    """
+    params = _check_state(model, state)
     for name, value in state.items():
         params[name].copy_(value)
     return apply_masks_(model)
@@ -60,11 +79,22 @@ def find_lottery_ticket(model: nn.Module, train: Callable[[nn.Module, int], None
     ``train(model, round)`` trains the model as it is (keep its masks with
     ``shrinklib.prune.keep_masks``). ``rewind_state`` defaults to the parameters
     ``model`` has when called (for BERT: the pre-trained weights, as in Chen et al.).
+
+    Every argument is checked before ``train`` is first called (``model`` an ``nn.Module``
+    with layers ``filter_fn`` picks, ``scope`` one of ``"layer"``/``"global"``,
+    ``rewind_state`` matching the model as :func:`rewind_` requires), so bad options fail
+    before any training; an error raised by ``train`` itself leaves the model as trained so far.
     """
     targets = round_sparsities(final_sparsity, rounds)
     if not callable(train):
         raise TypeError("train must be callable as train(model, round)")
-    rewind_state = snapshot(model) if rewind_state is None else rewind_state
+    prunable_weights(check_module(model), filter_fn)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if rewind_state is None:
+        rewind_state = snapshot(model)
+    else:
+        _check_state(model, rewind_state)
     history = []
     for r, sparsity in enumerate(targets, start=1):
         train(model, r)

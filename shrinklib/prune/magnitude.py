@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shrinklib._checks import check_sparsity
+from shrinklib._checks import check_instance, check_mapping, check_sparsity
 from shrinklib.prune.masks import MASK, set_mask_
 from shrinklib.utils import FilterFn, weighted_modules
 
@@ -57,7 +57,8 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, scope: str = "global",
                     filter_fn: FilterFn | None = None) -> dict[str, torch.Tensor]:
     """The keep-masks magnitude pruning would set, without changing ``model``.
 
-    A weight already masked counts as magnitude 0, so masks only grow sparser.
+    A weight already masked counts as magnitude 0, so masks only grow sparser. ``model``
+    must be an ``nn.Module``, ``sparsity`` a number in [0, 1) and ``scope`` one of :data:`SCOPES`.
     """
     sparsity = check_sparsity(sparsity)
     modules = prunable_weights(model, filter_fn)
@@ -79,9 +80,14 @@ def select_smallest(scores: dict, sparsity: float, scope: str) -> dict:
     ``"global"`` ``round(s * N)`` entries of all of them together. Entries tied at the
     threshold are pruned in index order, so exactly that many go (the rule of
     ``torch.nn.utils.prune``). One tensor is ``select_smallest({"w": w}, s, "layer")["w"]``.
+    ``scores`` must be a mapping of tensors, ``sparsity`` a number in [0, 1).
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    check_mapping("scores", scores)
+    for key, s in scores.items():
+        check_instance(f"scores[{key!r}]", s, torch.Tensor)
+    sparsity = check_sparsity(sparsity)
     if scope == "layer":
         return {fqn: _smallest(s, sparsity) for fqn, s in scores.items()}
     flat = _smallest(torch.cat([s.flatten() for s in scores.values()]), sparsity)
@@ -96,7 +102,8 @@ def magnitude_(model: nn.Module, sparsity: float = 0.5, *, scope: str = "global"
                filter_fn: FilterFn | None = None) -> nn.Module:
     """Prune ``model`` in place to ``sparsity`` by weight magnitude; returns ``model``.
 
-    Every mask is computed before any layer changes, so bad input leaves the model whole.
+    Every mask is computed before any layer changes, so bad input leaves the model whole
+    (the checks are :func:`magnitude_masks`').
     """
     for fqn, mask in magnitude_masks(model, sparsity, scope=scope, filter_fn=filter_fn).items():
         set_mask_(model.get_submodule(fqn), mask)

@@ -29,11 +29,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shrinklib._checks import check_sparsity
+from shrinklib._checks import check_bool, check_module, check_number, check_positive_int, check_sparsity, check_weight
 from shrinklib.prune.magnitude import select_smallest
 from shrinklib.prune.masks import set_mask_
 from shrinklib.prune.schedule import cubic_sparsity
-from shrinklib.utils import FilterFn, encoder_linears, replace_modules_
+from shrinklib.rebuild import register_module
+from shrinklib.utils import FilterFn, check_filter_fn, replace_modules_
 
 METHODS = ("hard", "soft")
 SCORE_UPDATES = ("optimizer", "sum")
@@ -51,13 +52,22 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
+@register_module
 class MovementLinear(nn.Module):
-    """An ``nn.Linear`` whose weight is masked by learned movement scores."""
+    """An ``nn.Linear`` whose weight is masked by learned movement scores.
+
+    ``in_features``/``out_features`` are ints >= 1, ``sparsity`` in [0, 1), ``threshold``
+    (soft movement's ``tau``) a finite number; ``method`` and ``score_update`` one of
+    :data:`METHODS` and :data:`SCORE_UPDATES`.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, method: str = "hard",
                  sparsity: float = 0.0, threshold: float = 0.0, score_update: str = "optimizer"):
         super().__init__()
-        _check_options(method, score_update)
+        _check_options(method, score_update, threshold)
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        check_bool("bias", bias)
         self.in_features, self.out_features, self.method = in_features, out_features, method
         self.score_update = score_update
         self.sparsity = check_sparsity(sparsity)
@@ -113,25 +123,32 @@ class MovementLinear(nn.Module):
                 f"sparsity={self.sparsity:.3f}" + (f", threshold={self.threshold}" if self.method == "soft" else ""))
 
 
-def _check_options(method: str, score_update: str) -> None:
+def _check_options(method: str, score_update: str, threshold: float) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if score_update not in SCORE_UPDATES:
         raise ValueError(f"score_update must be one of {SCORE_UPDATES}, got {score_update!r}")
     if method == "soft" and score_update != "optimizer":
         raise ValueError("soft movement learns its scores with the optimizer (its penalty needs their gradient)")
+    check_number("threshold", threshold, what="a finite number")
 
 
 def movement_(model: nn.Module, *, method: str = "hard", threshold: float = 0.0, score_update: str = "optimizer",
               filter_fn: FilterFn | None = None) -> nn.Module:
-    """Swap the picked ``nn.Linear`` layers for :class:`MovementLinear` to learn their scores."""
-    _check_options(method, score_update)
-    pick = encoder_linears if filter_fn is None else filter_fn
+    """Swap the picked ``nn.Linear`` layers for :class:`MovementLinear` to learn their scores.
+
+    Every option is checked (``threshold`` finite, ``method``/``score_update`` known,
+    ``filter_fn`` callable, ``model`` an ``nn.Module``) before any layer is swapped.
+    """
+    _check_options(method, score_update, threshold)
+    pick = check_filter_fn(filter_fn)
     return replace_modules_(model, lambda m, fqn: MovementLinear.from_linear(m, method, threshold, score_update),
                             filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and pick(m, fqn))
 
 
 def movement_layers(model: nn.Module) -> list[MovementLinear]:
+    """The :class:`MovementLinear` layers of ``model`` (an ``nn.Module``); ``ValueError`` if it has none."""
+    check_module(model)
     layers = [m for m in model.modules() if isinstance(m, MovementLinear)]
     if not layers:
         raise ValueError("the model has no MovementLinear layer; call shrinklib.prune.movement_ first")
@@ -155,7 +172,8 @@ class MovementSchedule:
 
 
 def soft_movement_penalty(model: nn.Module, weight: float):
-    """``extra_losses`` term of soft movement: ``weight * mean(sigmoid(S))`` over all scores."""
+    """``extra_losses`` term of soft movement: ``weight * mean(sigmoid(S))`` over all scores (``weight`` a number >= 0)."""
+    weight = check_weight(weight)
     layers = movement_layers(model)
 
     def term(m, batch, outputs) -> torch.Tensor:

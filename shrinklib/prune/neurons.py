@@ -15,7 +15,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shrinklib._checks import is_int
+from shrinklib._checks import check_iterable, check_mapping, check_module, is_int
 from shrinklib.arch import FeedForward, ffn_modules, slice_linear
 from shrinklib.prune.gates import check_layer_index, gate_importance
 
@@ -26,7 +26,11 @@ def _bert_ffns(model: nn.Module) -> list[FeedForward]:
 
 
 def neuron_importance(model: nn.Module, batches: Iterable[dict], *, max_batches: int | None = None) -> list[torch.Tensor]:
-    """Taylor importance of every FFN neuron, one tensor per layer."""
+    """Taylor importance of every FFN neuron, one tensor per layer.
+
+    ``model`` must be an ``nn.Module`` and ``batches`` an iterable of dicts with ``labels``.
+    """
+    check_module(model)
     layers = _bert_ffns(model)
     sites = {f.fqn: (f.module.intermediate, f.intermediate_size) for f in layers}
     scores = gate_importance(model, sites, batches, max_batches=max_batches)
@@ -36,8 +40,11 @@ def neuron_importance(model: nn.Module, batches: Iterable[dict], *, max_batches:
 def prune_neurons_(model: nn.Module, keep: dict[int, Iterable[int]]) -> nn.Module:
     """Keep only the neurons ``keep[layer]`` in each listed layer's FFN; returns ``model``.
 
-    At least one neuron per layer must stay. All requests are checked first.
+    At least one neuron per layer must stay. All requests are checked first: ``model`` an
+    ``nn.Module``, ``keep`` a mapping of layer indices to iterables of neuron numbers.
     """
+    check_module(model)
+    check_mapping("keep", keep)
     layers = _bert_ffns(model)
     if not layers:
         raise ValueError(f"no BERT-style FFN found in this {type(model).__name__}")
@@ -45,7 +52,10 @@ def prune_neurons_(model: nn.Module, keep: dict[int, Iterable[int]]) -> nn.Modul
     for layer, kept in keep.items():
         check_layer_index(layer, len(layers))
         width = layers[layer].intermediate_size
-        kept = sorted(set(kept))
+        kept = set(check_iterable(f"keep[{layer}]", kept, what="an iterable of neuron numbers"))
+        if any(not is_int(j) for j in kept):
+            raise ValueError(f"layer {layer} has neurons 0..{width - 1}; keep must name at least one of them")
+        kept = sorted(kept)
         if not kept or any(not is_int(j) or not 0 <= j < width for j in kept):
             raise ValueError(f"layer {layer} has neurons 0..{width - 1}; keep must name at least one of them")
         plan[layer] = kept

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shrinklib._checks import check_int
+from shrinklib._checks import check_instance, check_int
 from shrinklib.prune.magnitude import prunable_weights
 from shrinklib.prune.masks import MASK, set_mask_
 from shrinklib.utils import FilterFn
@@ -29,9 +29,19 @@ def check_nm(n, m) -> tuple[int, int]:
     return n, m
 
 
+def check_nm_pair(nm) -> tuple[int, int] | None:
+    """``nm`` as an ``(n, m)`` tuple checked by :func:`check_nm`, or ``None``: the ``nm=`` option of one-shot pruners."""
+    if nm is None:
+        return None
+    if not (isinstance(nm, (tuple, list)) and len(nm) == 2):
+        raise ValueError(f"nm must be an (n, m) pair of ints such as (2, 4), or None, got {nm!r}")
+    return check_nm(*nm)
+
+
 def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     """Keep-mask of an ``(out, in)`` weight: the ``n`` largest |w| of each ``m`` along ``in``."""
     check_nm(n, m)
+    check_instance("weight", weight, torch.Tensor)
     if weight.ndim != 2:
         raise ValueError(f"N:M masks are defined for 2-D weights (out, in), got shape {tuple(weight.shape)}")
     rows, cols = weight.shape
@@ -66,8 +76,14 @@ def nm_(model: nn.Module, n: int = 2, m: int = 4, *, filter_fn: FilterFn | None 
 
 
 def is_nm_sparse(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
-    """True if every group of ``m`` along the input dimension has at most ``n`` nonzeros."""
+    """True if every group of ``m`` along the input dimension has at most ``n`` nonzeros.
+
+    ``weight`` must be a 2-D tensor ``(out, in)``.
+    """
     check_nm(n, m)
+    check_instance("weight", weight, torch.Tensor)
+    if weight.ndim != 2:
+        raise ValueError(f"N:M sparsity is defined for 2-D weights (out, in), got shape {tuple(weight.shape)}")
     rows, cols = weight.shape
     if cols % m:
         return False

@@ -8,7 +8,9 @@ feature, and for SparseGPT the Gram matrix ``X^T X`` too
 or are handed them as ``stats=``: a sweep over sparsities then reads the dense model once
 and prunes every copy from the same statistics, which gives exactly what reading the
 batches each time gives. :func:`precomputed_statistics` is the check both run on what they
-are handed, before any layer changes.
+are handed, and :func:`check_one_shot_layers` the check of the layers and the N:M pattern,
+both before any layer changes: layer by layer (``sequential=True``) a layer that cannot
+be pruned would otherwise be found after the layers before it were pruned.
 """
 from __future__ import annotations
 
@@ -17,7 +19,36 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from shrinklib._checks import check_iterable, check_mapping, is_int
 from shrinklib.calibration import InputStats
+from shrinklib.prune.nm import check_nm_pair
+
+
+def check_one_shot_layers(modules: Mapping[str, nn.Module], *, nm=None, blocksize: int | None = None
+                          ) -> tuple[int, int] | None:
+    """``nm`` checked as an ``(n, m)`` pair (or ``None``) that fits every module to prune; refuses what would fail part-way.
+
+    Each module must be a Linear layer (an int ``in_features`` and a 2-D weight of that
+    width); with ``nm``, every input width, and SparseGPT's ``blocksize`` if given, must be
+    a multiple of ``m``. The error names the first module that does not fit.
+    """
+    check_mapping("modules", modules)
+    for fqn, module in modules.items():
+        weight, width = getattr(module, "weight", None), getattr(module, "in_features", None)
+        if not (is_int(width) and isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[1] == width):
+            raise TypeError(f"{fqn} is a {type(module).__name__}, not a Linear layer (an int in_features and a "
+                            "2-D weight of that width): Wanda and SparseGPT prune Linear layers")
+    nm = check_nm_pair(nm)
+    if nm is None:
+        return None
+    n, m = nm
+    if blocksize is not None and is_int(blocksize) and blocksize % m:
+        raise ValueError(f"blocksize ({blocksize}) must be a multiple of m={m} for {n}:{m} sparsity")
+    for fqn, module in modules.items():
+        if module.in_features % m:
+            raise ValueError(f"{fqn}: the input dimension ({module.in_features}) must be a multiple of m={m} "
+                             f"for {n}:{m} sparsity")
+    return nm
 
 
 def precomputed_statistics(batches: Iterable[dict] | None, stats: Mapping[str, InputStats] | None,
@@ -31,10 +62,13 @@ def precomputed_statistics(batches: Iterable[dict] | None, stats: Mapping[str, I
     least one token and, when ``gram`` (SparseGPT), an ``(in_features, in_features)`` Gram
     matrix. Statistics read once cannot follow the layers as they are pruned, so
     ``sequential=True`` needs ``batches``; ``max_batches`` applies only to ``batches``.
+    ``batches``, when given, must be an iterable of dicts and ``modules`` a mapping.
     """
+    check_mapping("modules", modules)
     if (batches is None) == (stats is None):
         raise ValueError("give calibration batches or precomputed stats, exactly one of them")
     if stats is None:
+        check_iterable("batches", batches, what="an iterable of batches (a list of dicts, a DataLoader)")
         return None
     if sequential:
         raise ValueError("sequential=True calibrates each layer on the pruned layers before it: "

@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shrinklib._checks import check_sparsity
+from shrinklib._checks import check_module, check_sparsity
 from shrinklib.prune.magnitude import select_smallest
 from shrinklib.prune.masks import SUFFIX, set_mask_
-from shrinklib.utils import FilterFn
+from shrinklib.utils import FilterFn, check_filter_fn
 
 SCHEMES = ("class-blind", "class-uniform", "class-distribution")
 
@@ -31,10 +31,13 @@ def weight_classes(model: nn.Module, *, filter_fn: FilterFn | None = None) -> di
     """``{"fqn.param": (module, param)}``: every weight matrix (2-D or more) of the modules ``filter_fn`` picks.
 
     The default picks every module, so every weight matrix of the model is a class.
+    ``model`` must be an ``nn.Module`` and ``filter_fn`` callable or ``None``.
     """
+    check_module(model)
+    pick = check_filter_fn(filter_fn, default=lambda module, fqn: True)
     classes = {}
     for fqn, module in model.named_modules():
-        if filter_fn is not None and not filter_fn(module, fqn):
+        if not pick(module, fqn):
             continue
         for name, param in module.named_parameters(recurse=False):
             if param.ndim >= 2 and param.is_floating_point():

@@ -12,17 +12,21 @@ steps and keeps pruned weights at zero after every step.
 """
 from __future__ import annotations
 
-from shrinklib._checks import check_int, check_sparsity, is_int
+from shrinklib._checks import check_int, check_module, check_number, check_sparsity, is_int
 from shrinklib.prune.magnitude import SCOPES, magnitude_, prunable_weights
 from shrinklib.prune.masks import apply_masks_
 from shrinklib.utils import FilterFn
 
 
 def cubic_sparsity(step: int, *, final: float, end: int, initial: float = 0.0, start: int = 0) -> float:
-    """Target sparsity at ``step``: ``initial`` up to ``start``, ``final`` from ``end`` on, cubic between."""
+    """Target sparsity at ``step``: ``initial`` up to ``start``, ``final`` from ``end`` on, cubic between.
+
+    ``step`` is a finite number, ``initial``/``final`` in [0, 1), ``start``/``end`` ints with 0 <= start < end.
+    """
     initial, final = check_sparsity(initial), check_sparsity(final)
     if not (is_int(start) and is_int(end)) or not 0 <= start < end:
         raise ValueError(f"start and end must be ints with 0 <= start < end, got start={start!r}, end={end!r}")
+    check_number("step", step, what="a finite number (an optimizer step)")
     if step <= start:
         return initial
     if step >= end:
@@ -40,6 +44,7 @@ class GradualMagnitude:
 
     def __init__(self, model, final_sparsity: float, *, start_step: int, end_step: int, every: int = 10,
                  initial_sparsity: float = 0.0, scope: str = "global", filter_fn: FilterFn | None = None):
+        check_module(model)
         cubic_sparsity(start_step, final=final_sparsity, initial=initial_sparsity, start=start_step, end=end_step)
         check_int("every", every, minimum=1, what="a positive int")
         if scope not in SCOPES:

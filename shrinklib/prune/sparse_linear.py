@@ -14,17 +14,27 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from shrinklib._checks import check_bool, check_positive_int
 from shrinklib.kernels.sparse24 import compress_24, decompress_24, sparse24_matmul
-from shrinklib.utils import FilterFn, encoder_linears, replace_modules_
+from shrinklib.rebuild import register_module
+from shrinklib.utils import FilterFn, check_filter_fn, replace_modules_
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
+@register_module
 class SparseLinear(nn.Module):
-    """``y = x W^T + b`` with a 2:4-sparse ``W`` kept as ``values`` and ``meta`` buffers."""
+    """``y = x W^T + b`` with a 2:4-sparse ``W`` kept as ``values`` and ``meta`` buffers.
+
+    ``in_features`` is an int >= 1 and a multiple of 4, ``out_features`` an int >= 1,
+    ``dtype`` ``"float32"`` or ``"float16"``.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: str = "float32"):
         super().__init__()
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        check_bool("bias", bias)
         if in_features % 4:
             raise ValueError(f"in_features ({in_features}) must be a multiple of 4 for 2:4 sparsity")
         if dtype not in _DTYPES:
@@ -73,7 +83,7 @@ def sparsify_24_(model: nn.Module, *, filter_fn: FilterFn | None = None) -> nn.M
     Every layer is compressed before any is swapped, so one layer that is not 2:4 sparse
     leaves the model as it was (the error names the layer).
     """
-    filter_fn = encoder_linears if filter_fn is None else filter_fn
+    filter_fn = check_filter_fn(filter_fn)
 
     def factory(module: nn.Module, fqn: str) -> nn.Module:
         try:

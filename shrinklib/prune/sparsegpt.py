@@ -18,12 +18,12 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from shrinklib._checks import check_sparsity
+from shrinklib._checks import check_bool, check_instance, check_module, check_number, check_positive_int, check_sparsity
 from shrinklib.calibration import InputStats, input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.prune.magnitude import prunable_weights, select_smallest
 from shrinklib.prune.masks import set_mask_
-from shrinklib.prune.nm import check_nm
-from shrinklib.prune.oneshot import precomputed_statistics
+from shrinklib.prune.nm import check_nm_pair
+from shrinklib.prune.oneshot import check_one_shot_layers, precomputed_statistics
 from shrinklib.utils import FilterFn
 
 
@@ -38,16 +38,22 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *
     is N:M instead (``sparsity`` is then not used): on reaching each group of ``m``
     columns, every row keeps the ``n`` of lowest OBS cost at that point, as in the
     paper's semi-structured variant.
+
+    ``weight`` must be a 2-D tensor, ``gram`` a finite square one of its width,
+    ``blocksize`` an int >= 1 and ``percdamp`` a finite number >= 0.
     """
     sparsity = check_sparsity(sparsity)
+    _check_options(blocksize, percdamp)
+    check_instance("weight", weight, torch.Tensor)
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
+    nm = check_nm_pair(nm)
     if nm is not None:
         n, m = nm
-        check_nm(n, m)
         if blocksize % m or weight.shape[1] % m:
             raise ValueError(f"blocksize ({blocksize}) and the input dimension ({weight.shape[1]}) must be "
                              f"multiples of m={m} for {n}:{m} sparsity")
-    if blocksize < 1 or percdamp < 0:
-        raise ValueError(f"blocksize must be >= 1 and percdamp >= 0, got {blocksize} and {percdamp}")
+    check_instance("gram", gram, torch.Tensor)
     rows, cols = weight.shape
     if gram.shape != (cols, cols):
         raise ValueError(f"gram must be ({cols}, {cols}) for a weight of shape {tuple(weight.shape)}, got {tuple(gram.shape)}")
@@ -82,6 +88,11 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float, *
     return (W * keep).to(weight.dtype), keep
 
 
+def _check_options(blocksize, percdamp) -> None:
+    check_positive_int("blocksize", blocksize)
+    check_number("percdamp", percdamp, low=0, what="a finite number >= 0")
+
+
 def sparsegpt_(model: nn.Module, batches: Iterable[dict] | None = None, sparsity: float = 0.5, *,
                stats: Mapping[str, InputStats] | None = None, blocksize: int = 128, percdamp: float = 0.01,
                filter_fn: FilterFn | None = None, max_batches: int | None = None, sequential: bool = False,
@@ -99,9 +110,20 @@ def sparsegpt_(model: nn.Module, batches: Iterable[dict] | None = None, sparsity
     ``gram=True``, on this model or an unpruned copy of it): the result is the one-pass
     result on the batches they were read from, and one reading serves a whole sweep of
     sparsities (checked by :func:`~shrinklib.prune.oneshot.precomputed_statistics`).
+
+    Every argument (``blocksize`` an int >= 1, ``percdamp`` a finite number >= 0), and
+    every picked layer against ``nm`` (:func:`~shrinklib.prune.oneshot.check_one_shot_layers`),
+    is checked before any layer changes. A failure only a layer's statistics reveal (a
+    Gram matrix that is not positive definite even after damping) is found before any
+    layer changes in one pass, and with ``sequential=True`` puts the layers already
+    pruned back as they were: a failed call leaves the model as it was.
     """
+    check_module(model)
     sparsity = check_sparsity(sparsity)
+    _check_options(blocksize, percdamp)
+    check_bool("sequential", sequential)
     modules = prunable_weights(model, filter_fn)
+    nm = check_one_shot_layers(modules, nm=nm, blocksize=blocksize)
     given = precomputed_statistics(batches, stats, modules, gram=True, sequential=sequential, max_batches=max_batches)
 
     def prune(layer_stats):

@@ -14,17 +14,22 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from shrinklib._checks import check_sparsity
+from shrinklib._checks import check_bool, check_instance, check_module, check_sparsity
 from shrinklib.calibration import InputStats, input_statistics, sequential_statistics
 from shrinklib.prune.magnitude import prunable_weights, select_smallest
 from shrinklib.prune.masks import set_mask_
-from shrinklib.prune.nm import nm_mask
-from shrinklib.prune.oneshot import precomputed_statistics
+from shrinklib.prune.nm import check_nm_pair, nm_mask
+from shrinklib.prune.oneshot import check_one_shot_layers, precomputed_statistics
 from shrinklib.utils import FilterFn
 
 
 def wanda_scores(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
-    """``|W_ij| * ||X_j||`` for a weight ``(out, in)`` and per-feature squared norms ``(in,)``."""
+    """``|W_ij| * ||X_j||`` for a weight ``(out, in)`` and per-feature squared norms ``(in,)`` (both tensors)."""
+    check_instance("weight", weight, torch.Tensor)
+    check_instance("sq_norm", sq_norm, torch.Tensor)
+    if weight.ndim != 2 or tuple(sq_norm.shape) != (weight.shape[1],):
+        raise ValueError(f"weight must be (out, in) and sq_norm (in,), got shapes {tuple(weight.shape)} "
+                         f"and {tuple(sq_norm.shape)}")
     return weight.detach().abs().float() * sq_norm.sqrt().float().to(weight.device)[None, :]
 
 
@@ -36,6 +41,7 @@ def wanda_mask(weight: torch.Tensor, sq_norm: torch.Tensor, sparsity: float, *,
     weights of a row keeps its ``n`` highest scores instead: Wanda's N:M variant.
     """
     sparsity = check_sparsity(sparsity)
+    nm = check_nm_pair(nm)
     scores = wanda_scores(weight, sq_norm)
     if nm is not None:
         return nm_mask(scores, *nm)
@@ -59,9 +65,17 @@ def wanda_(model: nn.Module, batches: Iterable[dict] | None = None, sparsity: fl
     or an unpruned copy of it): the result is the one-pass result on the batches they
     were read from, and one reading serves a whole sweep of sparsities
     (checked by :func:`~shrinklib.prune.oneshot.precomputed_statistics`).
+
+    Every argument, and every picked layer against ``nm``
+    (:func:`~shrinklib.prune.oneshot.check_one_shot_layers`), is checked before any layer
+    is pruned, and with ``sequential=True`` a failure part-way puts the layers already
+    pruned back as they were, so a failed call leaves the model as it was.
     """
+    check_module(model)
     sparsity = check_sparsity(sparsity)
+    check_bool("sequential", sequential)
     modules = prunable_weights(model, filter_fn)
+    nm = check_one_shot_layers(modules, nm=nm)
     given = precomputed_statistics(batches, stats, modules, sequential=sequential, max_batches=max_batches)
 
     def prune(layer_stats):

@@ -26,9 +26,18 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from shrinklib._checks import (
+    check_bool,
+    check_instance,
+    check_int,
+    check_iterable,
+    check_module,
+    check_positive_int,
+    check_tensor,
+)
 from shrinklib.calibration import InputStats, input_statistics
 from shrinklib.quant.clipping import search_clip
-from shrinklib.quant.configs import WeightOnly
+from shrinklib.quant.configs import WeightOnly, check_weight_only
 from shrinklib.quant.linear import QuantLinear, check_layers_fit
 from shrinklib.quant.primitives import fake_quantize_weight, quantize
 from shrinklib.utils import FilterFn, replace_modules_, weighted_modules
@@ -43,9 +52,15 @@ def output_error(weight: torch.Tensor, approx: torch.Tensor, gram: torch.Tensor)
 @torch.no_grad()
 def awq_search(weight: torch.Tensor, stats: InputStats, config: WeightOnly,
                grid: int = 20) -> tuple[torch.Tensor, float, dict[float, float]]:
-    """``(s, alpha, errors)``: the best smoothing factors, their ``alpha`` and the error for every ``alpha`` tried."""
-    if grid < 1:
-        raise ValueError(f"grid must be >= 1, got {grid!r}")
+    """``(s, alpha, errors)``: the best smoothing factors, their ``alpha`` and the error for every ``alpha`` tried.
+
+    ``weight`` is a finite float tensor, ``stats`` the :class:`~shrinklib.calibration.InputStats`
+    of its inputs (with the Gram matrix), ``config`` a :class:`WeightOnly`, ``grid`` an int >= 1.
+    """
+    check_tensor(weight, "weight")
+    check_instance("stats", stats, InputStats)
+    check_weight_only(config, "AWQ")
+    check_int("grid", grid, minimum=1, what=">= 1")
     if stats.gram is None or stats.abs_sum is None or not stats.tokens:
         raise ValueError("AWQ needs input statistics with the Gram matrix (input_statistics(..., gram=True))")
     mean_abs = (stats.abs_sum / stats.tokens).float().to(weight.device)
@@ -69,7 +84,13 @@ def awq_clip(weight: torch.Tensor, s: torch.Tensor, gram: torch.Tensor, config: 
     """``(levels, scale, zero_point)`` of ``W diag(s)`` with every group's range searched for the least output error.
 
     The inputs the scaled weight meets are ``x / s``, so their Gram matrix is ``H / (s s^T)``.
+    ``weight``, ``s`` and ``gram`` are tensors, ``config`` a :class:`WeightOnly`; ``grid`` and
+    ``max_shrink`` are :func:`~shrinklib.quant.clipping.search_clip`'s.
     """
+    check_tensor(weight, "weight")
+    check_instance("s", s, torch.Tensor)
+    check_instance("gram", gram, torch.Tensor)
+    check_weight_only(config, "AWQ")
     s64 = s.detach().double().to(gram.device)
     scaled = weight.detach().float() * s.detach().float()[None, :]
     scale, zero_point = search_clip(scaled, config.bits, config.symmetric, group_size=config.group_size,
@@ -83,13 +104,24 @@ def awq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = WeightO
     """Quantize every picked Linear (default: the body's, not the head) weight-only with AWQ's scaling.
 
     ``clip=True`` also searches each group's clipping range (see the module's text).
-    Every picked layer is checked against ``config`` before any is changed.
+    ``model`` must be a ``torch.nn.Module``, ``batches`` an iterable of dicts of model inputs,
+    ``config`` a :class:`WeightOnly`, ``grid`` an int >= 1, ``clip`` a bool and
+    ``max_batches`` an int >= 1 or ``None``. Every picked layer is checked against ``config``
+    and built before any is changed.
     """
-    if not isinstance(config, WeightOnly):
-        raise TypeError(f"AWQ quantizes weights only: config must be a WeightOnly, got {type(config).__name__}")
+    check_module(model)
+    check_iterable("batches", batches)
+    check_weight_only(config, "AWQ")
+    check_int("grid", grid, minimum=1, what=">= 1")
+    check_bool("clip", clip)
+    if max_batches is not None:
+        check_positive_int("max_batches", max_batches)
     modules = weighted_modules(model, filter_fn, what="quantizable layer")
     check_layers_fit(modules, config)
     stats = input_statistics(model, batches, modules, gram=True, max_batches=max_batches)
+    for fqn, s in stats.items():  # before any search: a layer whose inputs are not finite has no best scale
+        if not torch.isfinite(s.gram).all():
+            raise ValueError(f"the inputs of {fqn} hold inf or nan on the calibration batches: AWQ cannot scale it")
     factors = {fqn: awq_search(m.weight, stats[fqn], config, grid)[0] for fqn, m in modules.items()}
 
     def to_quant_linear(module: nn.Linear, fqn: str) -> QuantLinear:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from shrinklib._checks import check_int
+from shrinklib._checks import check_instance, check_int, check_number, check_tensor
 from shrinklib.quant.primitives import check_bits, check_group_size, group_view, qparams_from_range, qrange
 
 
@@ -38,17 +38,20 @@ def search_clip(weight: torch.Tensor, bits: int, symmetric: bool = False, *, gro
     Shaped as :func:`~shrinklib.quant.primitives.choose_qparams` gives them: ``(out, 1)``
     per channel, ``(out, ceil(in / group_size))`` per group (the last group may be
     shorter). With ``gram`` (``(in, in)``), the error is measured on the layer's output.
+
+    ``weight`` is a finite float tensor, ``grid`` an int >= 1, ``max_shrink`` a number in
+    ``[0, 1)`` and ``norm`` a finite number > 0.
     """
     check_bits(bits)
+    qrange(bits, symmetric)
+    check_tensor(weight, "weight")
     if weight.ndim != 2:
         raise ValueError(f"weight must be (out, in), got shape {tuple(weight.shape)}")
     check_int("grid", grid, minimum=1, what="a positive integer")
-    if not 0 <= max_shrink < 1:
-        raise ValueError(f"max_shrink must be in [0, 1), got {max_shrink!r}")
-    if norm <= 0:
-        raise ValueError(f"norm must be > 0, got {norm!r}")
+    check_number("max_shrink", max_shrink, low=0, high=1, high_open=True, what="in [0, 1)")
+    check_number("norm", norm, low=0, low_open=True, what="> 0")
     rows, cols = weight.shape
-    if gram is not None and gram.shape != (cols, cols):
+    if gram is not None and check_instance("gram", gram, torch.Tensor).shape != (cols, cols):
         raise ValueError(f"gram must be ({cols}, {cols}) for a weight of shape {tuple(weight.shape)}, "
                          f"got {tuple(gram.shape)}")
     size = check_group_size(group_size) if group_size is not None else cols

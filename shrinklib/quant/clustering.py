@@ -28,11 +28,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shrinklib._checks import check_int
+from shrinklib._checks import check_bool, check_instance, check_int, check_module, check_positive_int, is_int
 from shrinklib.kernels.int4_weight import pack_int4, unpack_int4
-from shrinklib.quant.embedding import check_untied
+from shrinklib.quant.embedding import check_sizes, check_untied
 from shrinklib.quant.primitives import check_bits
-from shrinklib.utils import FilterFn, matching_modules, replace_modules_
+from shrinklib.rebuild import register_module
+from shrinklib.utils import FilterFn, check_seed, matching_modules, replace_modules_
 
 
 @dataclass(frozen=True)
@@ -71,23 +72,28 @@ def kmeans(points: torch.Tensor, centroids: int | torch.Tensor, *, iters: int = 
     """``(centroids (k, d), assignment (n,))`` of Lloyd's k-means on ``points (n, d)``.
 
     ``centroids`` is either the starting centroids ``(k, d)`` or a count ``k``, then drawn
-    as ``k`` distinct points at random (``seed``). Distances are computed ``chunk`` points
-    at a time.
+    as ``k`` distinct points at random (``seed``, an int >= 0). Distances are computed
+    ``chunk`` (an int >= 1) points at a time. ``points`` must be finite; ``iters`` an int >= 1.
     """
+    check_instance("points", points, torch.Tensor)
     if points.ndim != 2 or points.shape[0] == 0:
         raise ValueError(f"points must be a nonempty (n, d) tensor, got shape {tuple(points.shape)}")
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters!r}")
+    check_int("iters", iters, minimum=1, what=">= 1")
+    check_seed(seed)
+    check_positive_int("chunk", chunk)
     x = points.detach().float()
-    if isinstance(centroids, int):
+    if not torch.isfinite(x).all():
+        raise ValueError("points hold inf or nan; k-means needs finite points")
+    if is_int(centroids):
         if not 1 <= centroids <= x.shape[0]:
             raise ValueError(f"k must be between 1 and the {x.shape[0]} points, got {centroids}")
         pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:centroids]
         c = x[pick.to(x.device)].clone()
     else:
+        check_instance("centroids", centroids, torch.Tensor, what="a count (an int) or a (k, d) tensor")
         c = centroids.detach().float().to(x.device).clone()
-        if c.ndim != 2 or c.shape[1] != x.shape[1]:
-            raise ValueError(f"centroids must be (k, {x.shape[1]}), got {tuple(c.shape)}")
+        if c.ndim != 2 or c.shape[1] != x.shape[1] or not torch.isfinite(c).all():
+            raise ValueError(f"centroids must be a finite (k, {x.shape[1]}) tensor, got shape {tuple(c.shape)}")
     for _ in range(iters):
         assignment = nearest(x, c, chunk)
         sums = torch.zeros_like(c).index_add_(0, assignment, x)
@@ -110,11 +116,15 @@ def _load(stored: torch.Tensor, bits: int) -> torch.Tensor:
     return (unpack_int4(stored) if bits <= 4 else stored).long()
 
 
+@register_module
 class ClusteredLinear(nn.Module):
     """A Linear layer whose weights are ``2^bits`` shared values (a trainable codebook) and their indices."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 4):
         super().__init__()
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        check_bool("bias", bias)
         check_bits(bits)
         if bits <= 4 and in_features % 2:
             raise ValueError(f"{bits}-bit indices are stored two to a byte: in_features must be even, got {in_features}")
@@ -159,7 +169,12 @@ class ClusteredLinear(nn.Module):
 
 def cluster_(model: nn.Module, config: ClusterConfig = ClusterConfig(), *,
              filter_fn: FilterFn | None = None) -> nn.Module:
-    """Swap the picked ``nn.Linear`` layers (default: the body's, not the head) for :class:`ClusteredLinear`."""
+    """Swap the picked ``nn.Linear`` layers (default: the body's, not the head) for :class:`ClusteredLinear`.
+
+    ``model`` must be a ``torch.nn.Module`` and ``config`` a :class:`ClusterConfig`; every
+    layer is checked and built before any is swapped.
+    """
+    check_module(model)
     if not isinstance(config, ClusterConfig):
         raise TypeError(f"config must be a ClusterConfig, got {type(config).__name__}")
     bits = config.bits
@@ -173,16 +188,18 @@ def cluster_(model: nn.Module, config: ClusterConfig = ClusterConfig(), *,
                             filter_fn=lambda m, fqn: fqn in picked)
 
 
+@register_module
 class PQEmbedding(nn.Module):
     """An embedding table stored as product-quantization codes: one byte per subvector of each row."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, subvectors: int = 8,
                  centroids: int = 256):
         super().__init__()
-        if subvectors < 1 or embedding_dim % subvectors:
+        check_sizes(num_embeddings, embedding_dim, padding_idx)
+        check_positive_int("subvectors", subvectors)
+        check_int("centroids", centroids, minimum=1, maximum=256, what="from 1 to 256 (one byte per code)")
+        if embedding_dim % subvectors:
             raise ValueError(f"subvectors={subvectors} must divide embedding_dim={embedding_dim}")
-        if not 1 <= centroids <= 256:
-            raise ValueError(f"centroids must be from 1 to 256 (one byte per code), got {centroids}")
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.subvectors, self.centroids = subvectors, centroids
         self.register_buffer("codebooks", torch.zeros(subvectors, centroids, embedding_dim // subvectors))
@@ -232,8 +249,10 @@ def pq_embeddings_(model: nn.Module, config: PQConfig = PQConfig(), *,
     The default ``filter_fn`` picks the tables with at least ``centroids`` rows (in a BERT
     at 256 centroids: the word and position tables, not the two token types). A picked
     table too small for its codebook, whose width ``subvectors`` does not divide, or
-    tied to another module is refused before any table changes.
+    tied to another module is refused before any table changes. ``model`` must be a
+    ``torch.nn.Module`` and ``config`` a :class:`PQConfig`.
     """
+    check_module(model)
     if not isinstance(config, PQConfig):
         raise TypeError(f"config must be a PQConfig, got {type(config).__name__}")
     subvectors, centroids = config.subvectors, config.centroids

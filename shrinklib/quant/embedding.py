@@ -14,8 +14,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from shrinklib._checks import check_int, check_module, check_positive_int
 from shrinklib.kernels.int4_weight import pack_int4, unpack_int4
 from shrinklib.quant.primitives import check_bits, choose_qparams, qrange, quantize, storage_dtype
+from shrinklib.rebuild import register_module
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
 
@@ -29,16 +31,26 @@ class EmbeddingConfig:
         check_bits(self.bits)
 
 
+def check_sizes(num_embeddings, embedding_dim, padding_idx) -> None:
+    """Refuse what no embedding table has: a size that is not an int >= 1, a ``padding_idx`` outside the table."""
+    check_positive_int("num_embeddings", num_embeddings)
+    check_positive_int("embedding_dim", embedding_dim)
+    if padding_idx is not None:
+        check_int("padding_idx", padding_idx, minimum=-num_embeddings, maximum=num_embeddings - 1)
+
+
 def all_embeddings(module: nn.Module, fqn: str) -> bool:
     """Default ``filter_fn`` of :func:`quantize_embeddings_`: every ``nn.Embedding``."""
     return isinstance(module, nn.Embedding)
 
 
+@register_module
 class QuantEmbedding(nn.Module):
     """An ``nn.Embedding`` stored as ``bits``-bit integers with one fp32 scale per row."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, bits: int = 8):
         super().__init__()
+        check_sizes(num_embeddings, embedding_dim, padding_idx)
         check_bits(bits)
         if bits <= 4 and embedding_dim % 2:
             raise ValueError(f"{bits}-bit levels are stored two to a byte: embedding_dim must be even, "
@@ -90,6 +102,7 @@ class QuantEmbedding(nn.Module):
 
 def check_untied(model: nn.Module, tables: dict[str, nn.Embedding]) -> None:
     """Refuse a table whose weight another module shares (an LM head tied to it): quantizing would untie them."""
+    check_module(model)
     users: dict[int, int] = {}
     for module in model.modules():
         for param in module.parameters(recurse=False):
@@ -105,8 +118,11 @@ def quantize_embeddings_(model: nn.Module, config: EmbeddingConfig = EmbeddingCo
     """Swap the picked ``nn.Embedding`` tables (default: all) for :class:`QuantEmbedding`.
 
     A table whose weight another module shares (an LM head tied to the input embedding)
-    is refused: quantizing one side would silently untie them.
+    is refused: quantizing one side would silently untie them. ``model`` must be a
+    ``torch.nn.Module`` and ``config`` an :class:`EmbeddingConfig`; every table is checked
+    and built before any is swapped.
     """
+    check_module(model)
     if not isinstance(config, EmbeddingConfig):
         raise TypeError(f"config must be an EmbeddingConfig, got {type(config).__name__}")
     bits = config.bits

@@ -21,12 +21,23 @@ from typing import Iterable
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
+from shrinklib._checks import (
+    check_bool,
+    check_instance,
+    check_int,
+    check_iterable,
+    check_module,
+    check_number,
+    check_positive_int,
+    check_tensor,
+)
 from shrinklib.calibration import input_statistics, inverse_hessian_cholesky, sequential_statistics
 from shrinklib.quant.clipping import search_clip
-from shrinklib.quant.configs import WeightOnly
+from shrinklib.quant.configs import WeightOnly, check_weight_only
 from shrinklib.quant.linear import QuantLinear, check_layers_fit
-from shrinklib.quant.primitives import check_bits, check_group_size, choose_qparams, dequantize, qrange
+from shrinklib.quant.primitives import check_group_size, choose_qparams, dequantize, qrange
 from shrinklib.utils import FilterFn, replace_modules_, weighted_modules
 
 
@@ -47,14 +58,26 @@ def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, gr
     weights before the first update (its "static groups"), since a group's columns are
     no longer reached together. ``clip`` picks each grid by
     :func:`~shrinklib.quant.clipping.search_clip` (least ``|w - q|^2.4``) instead of min-max.
+
+    ``weight`` and ``gram`` must be finite float tensors, ``blocksize`` an int >= 1,
+    ``percdamp`` a finite number >= 0, ``act_order`` and ``clip`` bools. A ``gram`` that is
+    not positive definite even once damped (``percdamp=0`` and too few distinct inputs,
+    say) raises ``ValueError``.
     """
-    check_bits(bits)
+    qrange(bits, symmetric)
+    check_tensor(weight, "weight")
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be (out, in), got shape {tuple(weight.shape)}")
     rows, cols = weight.shape
-    if gram.shape != (cols, cols):
+    if check_instance("gram", gram, torch.Tensor).shape != (cols, cols):
         raise ValueError(f"gram must be ({cols}, {cols}) for a weight of shape {tuple(weight.shape)}, "
                          f"got {tuple(gram.shape)}")
-    if blocksize < 1:
-        raise ValueError(f"blocksize must be >= 1, got {blocksize}")
+    if not torch.isfinite(gram).all():
+        raise ValueError("gram holds inf or nan: the calibration inputs were not finite")
+    check_int("blocksize", blocksize, minimum=1, what=">= 1")
+    check_number("percdamp", percdamp, low=0, what=">= 0")
+    check_bool("act_order", act_order)
+    check_bool("clip", clip)
     if group_size is not None:
         check_group_size(group_size)
         blocksize = group_size * max(1, blocksize // group_size)
@@ -64,7 +87,11 @@ def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, gr
         else torch.arange(cols, device=W.device)
     if act_order:
         W, H = W[:, order], H[order][:, order]
-    Hinv, dead = inverse_hessian_cholesky(H, percdamp)
+    try:
+        Hinv, dead = inverse_hessian_cholesky(H, percdamp)
+    except torch.linalg.LinAlgError as error:
+        raise ValueError(f"gram is not positive definite with percdamp={percdamp}, so GPTQ cannot invert it "
+                         "(a larger percdamp damps it more)") from error
     W[:, dead] = 0
     levels = torch.zeros(rows, cols, dtype=torch.int16, device=W.device)
     qmin, qmax = qrange(bits, symmetric)
@@ -107,6 +134,18 @@ def gptq_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int = 4, *, gr
     return levels, scale, zero_point
 
 
+class _Dequantized(nn.Module):
+    """A parametrization of a Linear's weight: GPTQ's levels, dequantized, in place of the float weight it keeps."""
+
+    def __init__(self, levels: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, group_size: int | None):
+        super().__init__()
+        self.levels, self.scale, self.zero_point, self.group_size = levels, scale, zero_point, group_size
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        weight = dequantize(self.levels, self.scale, self.zero_point, group_size=self.group_size)
+        return weight.to(original.dtype)
+
+
 def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = WeightOnly(4, 128, symmetric=False), *,
           blocksize: int = 128, percdamp: float = 0.01, filter_fn: FilterFn | None = None,
           max_batches: int | None = None, sequential: bool = False, act_order: bool = False,
@@ -118,33 +157,57 @@ def gptq_(model: nn.Module, batches: Iterable[dict], config: WeightOnly = Weight
     calibrates one transformer layer at a time on the outputs of the layers already
     quantized, as the paper's code does; ``False`` reads every layer's Gram matrix from
     the float model in one pass. ``act_order`` and ``clip`` are :func:`gptq_quantize`'s.
-    Every picked layer is checked before any is changed.
+
+    ``model`` must be a ``torch.nn.Module``, ``batches`` an iterable of dicts of model
+    inputs, ``config`` a :class:`WeightOnly`, ``blocksize`` an int >= 1, ``percdamp`` a
+    finite number >= 0, ``max_batches`` an int >= 1 or ``None``, the flags bools. Every
+    picked layer is checked before any is changed, and the model changes only once every
+    layer is quantized: a layer whose Gram matrix GPTQ cannot invert raises ``ValueError``
+    naming it and leaves the model as it was. (While ``sequential`` runs, the layers already
+    quantized compute with their new weights through a parametrization that keeps the float
+    weight, which is put back if a later layer fails.)
     """
-    if not isinstance(config, WeightOnly):
-        raise TypeError(f"GPTQ quantizes weights only: config must be a WeightOnly, got {type(config).__name__}")
+    check_module(model)
+    check_iterable("batches", batches)
+    check_weight_only(config, "GPTQ")
+    check_int("blocksize", blocksize, minimum=1, what=">= 1")
+    check_number("percdamp", percdamp, low=0, what=">= 0")
+    for name, flag in (("sequential", sequential), ("act_order", act_order), ("clip", clip)):
+        check_bool(name, flag)
+    if max_batches is not None:
+        check_positive_int("max_batches", max_batches)
     modules = weighted_modules(model, filter_fn, what="quantizable layer")
     check_layers_fit(modules, config)
     quantized: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    provisional: list[nn.Module] = []  # layers computing with their quantized weight until the swap
 
     def quantize_layers(stats):
         for fqn, s in stats.items():
-            levels, scale, zero_point = gptq_quantize(modules[fqn].weight, s.gram, config.bits,
-                                                      group_size=config.group_size, symmetric=config.symmetric,
-                                                      blocksize=blocksize, percdamp=percdamp,
-                                                      act_order=act_order, clip=clip)
-            quantized[fqn] = (levels, scale, zero_point)
-            # the float layer computes with the quantized weight from now on (what the next layers see)
-            modules[fqn].weight.data.copy_(dequantize(levels, scale, zero_point, group_size=config.group_size)
-                                           .to(modules[fqn].weight.dtype))
-
-    if sequential:
-        sequential_statistics(model, batches, modules, quantize_layers, gram=True, max_batches=max_batches)
-    else:
-        quantize_layers(input_statistics(model, batches, modules, gram=True, max_batches=max_batches))
+            try:
+                quantized[fqn] = gptq_quantize(modules[fqn].weight, s.gram, config.bits, group_size=config.group_size,
+                                               symmetric=config.symmetric, blocksize=blocksize, percdamp=percdamp,
+                                               act_order=act_order, clip=clip)
+            except ValueError as error:
+                raise ValueError(f"GPTQ cannot quantize {fqn}: {error}") from error
+            if sequential:  # the layers after it see the quantized weight
+                parametrize.register_parametrization(modules[fqn], "weight",
+                                                     _Dequantized(*quantized[fqn], config.group_size))
+                provisional.append(modules[fqn])
 
     def to_quant_linear(module: nn.Linear, fqn: str) -> QuantLinear:
         layer = QuantLinear.from_linear(module, config)
         layer.set_quantized(*quantized[fqn])
         return layer
 
-    return replace_modules_(model, to_quant_linear, filter_fn=lambda m, fqn: fqn in quantized)
+    try:
+        if sequential:
+            sequential_statistics(model, batches, modules, quantize_layers, gram=True, max_batches=max_batches)
+        else:
+            quantize_layers(input_statistics(model, batches, modules, gram=True, max_batches=max_batches))
+        return replace_modules_(model, to_quant_linear, filter_fn=lambda m, fqn: fqn in quantized)
+    finally:  # the float layers get their own weights back: swapped out on success, left as they were on failure
+        for module in provisional:
+            if len(module.parametrizations["weight"]) > 1:  # the layer's own parametrizations stay
+                del module.parametrizations["weight"][-1]
+            else:
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)

@@ -15,6 +15,8 @@ import functools
 
 import torch
 
+from shrinklib._checks import check_instance
+
 FP32_EXACT_DEPTH = 1024
 """The longest int8 dot product an fp32 matmul sums exactly: ``1024 * 128 * 128 = 2**24``,
 and every integer up to ``2**24`` is an fp32 number, whatever order the sum is taken in."""
@@ -73,8 +75,11 @@ def int8_matmul(x_q: torch.Tensor, w_q: torch.Tensor) -> torch.Tensor:
     that depth and added in int32. Exact, at the speed of the fp32 matmul: such CPUs have no
     int8 instruction that beats it. (FBGEMM's x86 dynamic quantization gets its speed on them
     by keeping activations to 7 bits, ``reduce_range=True``, so that the 16-bit pair sums
-    cannot saturate: a coarser grid, not the same integers.)
+    cannot saturate: a coarser grid, not the same integers.) Both arguments must be 2-D int8
+    tensors with as many columns.
     """
+    check_instance("x_q", x_q, torch.Tensor)
+    check_instance("w_q", w_q, torch.Tensor)
     if x_q.dim() != 2 or w_q.dim() != 2 or x_q.dtype != torch.int8 or w_q.dtype != torch.int8:
         raise ValueError(f"int8_matmul multiplies 2-D int8 matrices, got {x_q.dtype} {tuple(x_q.shape)} "
                          f"and {w_q.dtype} {tuple(w_q.shape)}")

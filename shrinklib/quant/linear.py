@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from shrinklib._checks import check_bool, check_instance, check_module, check_positive_int, check_tensor
 from shrinklib.kernels.int4_weight import pack_int4, unpack_int4, w4a16_matmul
 from shrinklib.kernels.int8_int8 import quantize_per_token, w8a8_matmul
 from shrinklib.kernels.int8_weight import w8a16_matmul
@@ -52,6 +53,7 @@ from shrinklib.quant.primitives import (
     quantize,
     storage_dtype,
 )
+from shrinklib.rebuild import register_module
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
 
@@ -164,6 +166,7 @@ def _packed(bits: int) -> bool:
     return bits <= 4
 
 
+@register_module
 class QuantLinear(nn.Module):
     """A Linear layer whose weight is stored as integers, computing as its ``config`` says.
 
@@ -185,6 +188,10 @@ class QuantLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  config: QuantConfig | dict = WeightOnly(), smoothed: bool = False):
         super().__init__()
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        check_bool("bias", bias)
+        check_bool("smoothed", smoothed)
         config = check_config(config_from_json(config) if isinstance(config, dict) else config)
         bits, group_size, symmetric = SCHEMES[type(config)].weight_grid(config)
         if _packed(bits) and in_features % 2:
@@ -214,13 +221,16 @@ class QuantLinear(nn.Module):
         Per-input-channel smoothing moves quantization difficulty between activations and
         weights (SmoothQuant, AWQ). The papers fold ``1/s`` into the preceding normalization
         or layer; here the layer keeps it as one elementwise multiply, which works for any
-        model and gives the same outputs.
+        model and gives the same outputs. ``smoothing`` must be a tensor of finite positive numbers.
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
-        if smoothing is not None and (smoothing.shape != (linear.in_features,) or not torch.all(smoothing > 0)):
-            raise ValueError(f"smoothing must be positive, of shape ({linear.in_features},), "
-                             f"got shape {tuple(smoothing.shape)}")
+        if smoothing is not None:
+            check_instance("smoothing", smoothing, torch.Tensor)
+            if (smoothing.shape != (linear.in_features,) or not torch.all(smoothing > 0)
+                    or not torch.isfinite(smoothing).all()):
+                raise ValueError(f"smoothing must be positive and finite, of shape ({linear.in_features},), "
+                                 f"got shape {tuple(smoothing.shape)}")
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, check_config(config),
                      smoothed=smoothing is not None)
         module.to(linear.weight.device)
@@ -239,7 +249,8 @@ class QuantLinear(nn.Module):
         return x * self.input_multiplier.to(x.dtype) if self.smoothed else x
 
     def set_weight(self, weight: torch.Tensor) -> None:
-        """Quantize a float ``weight`` (out, in) into this layer's buffers."""
+        """Quantize a float ``weight`` (out, in), finite, into this layer's buffers."""
+        check_tensor(weight, "weight")
         if weight.shape != (self.out_features, self.in_features):
             raise ValueError(f"weight must have shape {(self.out_features, self.in_features)}, got {tuple(weight.shape)}")
         w = weight.detach().float()
@@ -257,6 +268,8 @@ class QuantLinear(nn.Module):
         final weight. ``levels`` lie on this layer's grid (``qrange(bits, symmetric)``).
         """
         qmin, qmax = qrange(self.bits, self.symmetric)
+        for name, t in (("levels", levels), ("scale", scale), ("zero_point", zero_point)):
+            check_instance(name, t, torch.Tensor)
         if levels.shape != (self.out_features, self.in_features):
             raise ValueError(f"levels must have shape {(self.out_features, self.in_features)}, got {tuple(levels.shape)}")
         if levels.numel() and (int(levels.min()) < qmin or int(levels.max()) > qmax):
@@ -331,15 +344,18 @@ class QuantLinear(nn.Module):
 
 
 def check_layers_fit(modules: dict[str, nn.Linear], config: QuantConfig) -> None:
-    """Refuse, before any layer changes, a config that one of the ``modules`` cannot take."""
+    """Refuse, before any layer changes, a config that one of the ``modules`` cannot take, or a weight
+    holding inf or nan (no grid covers it)."""
     bits = SCHEMES[type(check_config(config))].weight_grid(config)[0]
     for fqn, m in modules.items():
         if _packed(bits) and m.in_features % 2:
             raise ValueError(f"{bits}-bit levels are stored two to a byte; {fqn} has odd in_features")
+        check_tensor(m.weight, f"{fqn}.weight")
 
 
 def quant_layers(model: nn.Module) -> list[QuantLinear]:
-    """Every :class:`QuantLinear` of ``model``, in module order."""
+    """Every :class:`QuantLinear` of ``model`` (a ``torch.nn.Module``), in module order."""
+    check_module(model)
     return [m for m in model.modules() if isinstance(m, QuantLinear)]
 
 
@@ -348,8 +364,9 @@ def share_input_quantization_(model: nn.Module) -> nn.Module:
 
     Layers that read one tensor (Q, K and V) then quantize it once; the outputs do not
     change. :func:`quantize_` does this itself; a model from :func:`shrinklib.load` needs
-    it again, since the cache is not saved.
+    it again, since the cache is not saved. ``model`` must be a ``torch.nn.Module``.
     """
+    check_module(model)
     cache = SharedInputQuantization()
     for layer in quant_layers(model):
         if isinstance(layer.config, Int8Dynamic):
@@ -363,8 +380,10 @@ def quantize_(model: nn.Module, config: QuantConfig = WeightOnly(), *, filter_fn
     Every picked layer is checked against ``config`` before any is changed, so a layer
     that cannot take it (an odd width for levels packed two to a byte, say) leaves the
     model untouched. With :class:`Int8Static`, call
-    :func:`~shrinklib.quant.static.calibrate_` next to fix the input scales.
+    :func:`~shrinklib.quant.static.calibrate_` next to fix the input scales. ``model`` must
+    be a ``torch.nn.Module`` and ``config`` one of the four configs (``TypeError`` otherwise).
     """
+    check_module(model)
     check_config(config)
     picked = [(fqn, m) for fqn, m in matching_modules(model, filter_fn) if isinstance(m, nn.Linear)]
     if not picked:

@@ -26,15 +26,23 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from shrinklib._checks import check_bool
+from shrinklib._checks import (
+    check_bool,
+    check_int,
+    check_iterable,
+    check_mapping,
+    check_module,
+    check_number,
+    check_tensor,
+)
 from shrinklib.quant.configs import WeightOnly
 from shrinklib.quant.linear import QuantLinear, check_layers_fit
 from shrinklib.quant.primitives import check_bits, check_group_size, fake_quantize_weight
-from shrinklib.utils import FilterFn, matching_modules, replace_modules_
+from shrinklib.utils import FilterFn, check_seed, matching_modules, replace_modules_
 
 
 def _loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    out = model(**batch)
+    out = model(**check_mapping("batch", batch))
     if getattr(out, "loss", None) is None:
         raise ValueError("the model returned no loss: the batches need labels")
     return out.loss
@@ -46,9 +54,15 @@ def hessian_traces(model: nn.Module, batches: Iterable[dict], *, filter_fn: Filt
 
     ``samples`` random ``+-1`` vectors per batch; ``loss_fn(model, batch)`` defaults to the
     model's own loss (batches with labels). The model runs in eval mode (no dropout).
+    ``model`` must be a ``torch.nn.Module``, ``batches`` an iterable (of dicts, for the
+    default loss), ``samples`` an int >= 1, ``seed`` an int >= 0, ``loss_fn`` callable.
     """
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples!r}")
+    check_module(model)
+    check_iterable("batches", batches)
+    check_int("samples", samples, minimum=1, what=">= 1")
+    check_seed(seed)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {loss_fn!r}")
     layers = {fqn: m for fqn, m in matching_modules(model, filter_fn) if isinstance(m, nn.Linear)}
     if not layers:
         raise ValueError("the model has no nn.Linear layer that filter_fn picks")
@@ -81,12 +95,29 @@ def allocate_bits(traces: dict[str, float], weights: dict[str, torch.Tensor], av
 
     Every layer starts at the largest choice; while the average is above the budget, the
     layer whose next step down adds the least cost ``Omega`` per bit saved steps down.
+
+    ``traces`` maps layer names to finite numbers (a negative trace counts as 0) and
+    ``weights`` the same names to non-empty, finite float tensors; neither may be empty.
+    ``average_bits`` is a finite number, ``choices`` a non-empty iterable of bit widths
+    (ints from 2 to 8), ``group_size`` an int >= 1 or ``None``.
     """
-    choices = tuple(sorted(set(choices)))
-    for b in choices:
-        check_bits(b)
+    check_mapping("traces", traces)
+    check_mapping("weights", weights)
     if set(traces) != set(weights):
         raise ValueError("traces and weights must name the same layers")
+    if not traces:
+        raise ValueError("traces and weights name no layer: there is nothing to allocate bits to")
+    for fqn in traces:
+        check_number(f"traces[{fqn!r}]", traces[fqn], what="a finite number")
+        check_tensor(weights[fqn], f"weights[{fqn!r}]")
+    check_number("average_bits", average_bits, what="a finite number")
+    choices = tuple(sorted(set(check_iterable("choices", choices, what="an iterable of bit widths"))))
+    if not choices:
+        raise ValueError("choices must name at least one bit width, got none")
+    for b in choices:
+        check_bits(b)
+    if group_size is not None:
+        check_group_size(group_size)
     if not choices[0] <= average_bits:
         raise ValueError(f"average_bits={average_bits} is below the smallest choice {choices[0]}")
     sizes = {fqn: w.numel() for fqn, w in weights.items()}
@@ -145,8 +176,10 @@ def quantize_mixed_(model: nn.Module, config: MixedPrecision, *, filter_fn: Filt
     """Quantize each Linear that ``config.bits`` names weight-only at its own bit width (from :func:`allocate_bits`).
 
     ``filter_fn`` (default: every named layer) keeps, of the named layers, those it picks;
-    the others stay in floating point. Every layer is checked before any is changed.
+    the others stay in floating point. ``model`` must be a ``torch.nn.Module`` and ``config``
+    a :class:`MixedPrecision`. Every layer is checked and built before any is changed.
     """
+    check_module(model)
     if not isinstance(config, MixedPrecision):
         raise TypeError(f"config must be a MixedPrecision, got {type(config).__name__}")
     modules = dict(model.named_modules())

@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from shrinklib._checks import check_int, check_tensor, is_int
+from shrinklib._checks import check_bool, check_choice, check_instance, check_int, check_tensor, is_int
 
 MIN_BITS, MAX_BITS = 2, 8
 ROUNDINGS = ("nearest", "stochastic")
@@ -46,8 +46,9 @@ def check_bits(bits: int) -> int:
 
 
 def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
-    """``(qmin, qmax)``: the integer levels of a ``bits``-bit grid."""
+    """``(qmin, qmax)``: the integer levels of a ``bits``-bit grid (``bits`` from 2 to 8; ``symmetric``, a bool)."""
     check_bits(bits)
+    check_bool("symmetric", symmetric)
     if symmetric:
         return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     return 0, 2 ** bits - 1
@@ -55,7 +56,7 @@ def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
 
 def storage_dtype(bits: int, symmetric: bool) -> torch.dtype:
     """The integer dtype that holds the levels: int8 (symmetric) or uint8 (affine)."""
-    check_bits(bits)
+    qrange(bits, symmetric)
     return torch.int8 if symmetric else torch.uint8
 
 
@@ -65,7 +66,8 @@ def check_group_size(group_size: int) -> int:
 
 
 def num_groups(width: int, group_size: int) -> int:
-    """Groups of ``group_size`` in a row of ``width``: the last one may be shorter."""
+    """Groups of ``group_size`` in a row of ``width`` (an int >= 0): the last one may be shorter."""
+    check_int("width", width, minimum=0)
     return -(-width // check_group_size(group_size))
 
 
@@ -76,6 +78,7 @@ def group_view(x: torch.Tensor, group_size: int) -> torch.Tensor:
     it with zeros. A zero never moves a min-max range (which always holds 0), and
     :func:`ungroup` drops the padding again.
     """
+    check_instance("x", x, torch.Tensor)
     check_group_size(group_size)
     if x.ndim == 0:
         raise ValueError("a group view needs at least one dimension")
@@ -101,9 +104,11 @@ def _reduce_dims(x: torch.Tensor, axis: int | None) -> tuple[int, ...]:
 
 def qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, bits: int = 8,
                        symmetric: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, zero_point)`` that map the range ``[lo, hi]`` (elementwise tensors) onto the grid."""
+    """``(scale, zero_point)`` that map the finite range ``[lo, hi]`` (elementwise tensors or numbers) onto the grid."""
     qmin, qmax = qrange(bits, symmetric)
     lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise ValueError("a quantization range needs finite lo and hi, got inf or nan")
     if (lo > hi).any():
         raise ValueError("a quantization range needs lo <= hi")
     lo, hi = torch.minimum(lo, torch.zeros_like(lo)), torch.maximum(hi, torch.zeros_like(hi))  # 0 stays exact
@@ -128,9 +133,12 @@ def choose_qparams(x: torch.Tensor, bits: int = 8, symmetric: bool = True, *, ax
       pass the same ``group_size`` to :func:`quantize`.
 
     Other ranges than min-max come from :mod:`shrinklib.quant.ranges` and
-    :func:`qparams_from_range`.
+    :func:`qparams_from_range`. ``x`` must be a non-empty, finite float tensor.
     """
     check_tensor(x)
+    qrange(bits, symmetric)
+    if axis is not None:
+        check_int("axis", axis)
     if group_size is not None:
         if axis is not None:
             raise ValueError("give axis or group_size, not both (groups already split every row)")
@@ -149,18 +157,29 @@ def _expand(param: torch.Tensor, group_size: int | None) -> torch.Tensor:
 def _round(v: torch.Tensor, rounding: str, generator: torch.Generator | None) -> torch.Tensor:
     if rounding == "nearest":
         return torch.round(v)  # half to even, as torch.quantize_per_tensor
-    if rounding == "stochastic":
-        noise = torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-        return torch.floor(v + noise)
-    raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    noise = torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype)  # "stochastic"
+    return torch.floor(v + noise)
+
+
+def _check_qparams(scale, zero_point) -> None:
+    check_instance("scale", scale, torch.Tensor)
+    check_instance("zero_point", zero_point, torch.Tensor)
 
 
 def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int = 8, symmetric: bool = True,
              *, group_size: int | None = None, rounding: str = "nearest",
              generator: torch.Generator | None = None) -> torch.Tensor:
-    """The integer levels of ``x`` (int8 when symmetric, uint8 when affine), same shape as ``x``."""
+    """The integer levels of ``x`` (int8 when symmetric, uint8 when affine), same shape as ``x``.
+
+    ``x`` is a non-empty, finite float tensor, ``scale`` and ``zero_point`` tensors,
+    ``rounding`` one of :data:`ROUNDINGS`, ``generator`` a ``torch.Generator`` or ``None``.
+    """
     check_tensor(x)
     qmin, qmax = qrange(bits, symmetric)
+    _check_qparams(scale, zero_point)
+    check_choice("rounding", rounding, ROUNDINGS)
+    if generator is not None:
+        check_instance("generator", generator, torch.Generator, what="a torch.Generator")
     view = x.float() if group_size is None else group_view(x.float(), group_size)
     scale, zero_point = _expand(scale.float(), group_size), _expand(zero_point, group_size)
     q = (_round(view / scale, rounding, generator) + zero_point).clamp(qmin, qmax)
@@ -170,7 +189,9 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bit
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, *, group_size: int | None = None,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(q - zero_point) * scale``, in ``dtype``."""
+    """``(q - zero_point) * scale``, in ``dtype`` (all three tensors)."""
+    check_instance("q", q, torch.Tensor)
+    _check_qparams(scale, zero_point)
     view = q.to(torch.float32) if group_size is None else group_view(q.to(torch.float32), group_size)
     out = (view - _expand(zero_point, group_size).float()) * _expand(scale.float(), group_size)
     out = out if group_size is None else ungroup(out, q.shape[-1])
@@ -213,6 +234,8 @@ def fake_quantize_weight(weight: torch.Tensor, bits: int = 8, symmetric: bool = 
 
 def sqnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Signal-to-quantization-noise ratio in dB: ``10 log10(||x||^2 / ||x - x_hat||^2)`` (inf if exact)."""
+    check_instance("x", x, torch.Tensor)
+    check_instance("x_hat", x_hat, torch.Tensor)
     if x.shape != x_hat.shape:
         raise ValueError(f"x and x_hat must have one shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
     signal = x.double().pow(2).sum().item()

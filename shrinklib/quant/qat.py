@@ -35,9 +35,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from shrinklib._checks import check_bool, check_instance, check_module, check_positive_int, check_tensor
 from shrinklib.quant.configs import Int8Dynamic, WeightOnly
 from shrinklib.quant.linear import QuantLinear, share_input_quantization_
 from shrinklib.quant.primitives import check_bits, qrange
+from shrinklib.rebuild import register_module
 from shrinklib.utils import FilterFn, matching_modules, replace_modules_
 
 WEIGHT_QUANTIZERS = ("minmax", "lsq", "ternary", "binary")
@@ -57,6 +59,11 @@ class QATConfig:
         check_bits(self.bits)
         if self.activation_bits is not None:
             check_bits(self.activation_bits)
+
+
+def check_qat_config(config) -> QATConfig:
+    """``config`` if it is a :class:`QATConfig`, else ``TypeError``."""
+    return check_instance("config", config, QATConfig, what="a QATConfig")
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -86,12 +93,16 @@ def fake_quantize_activations(x: torch.Tensor, bits: int) -> torch.Tensor:
     return _round_ste(x / scale).clamp(-qmax - 1, qmax) * scale
 
 
+@register_module
 class QATLinear(nn.Module):
     """A Linear layer that trains float weights through a weight (and activation) quantizer."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weights: str = "minmax",
                  bits: int = 8, activation_bits: int | None = 8):
         super().__init__()
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        check_bool("bias", bias)
         self.config = QATConfig(weights, bits, activation_bits)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
@@ -103,6 +114,7 @@ class QATLinear(nn.Module):
     def from_linear(cls, linear: nn.Linear, config: QATConfig) -> "QATLinear":
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
+        check_qat_config(config)
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, config.weights, config.bits,
                      config.activation_bits).to(linear.weight.device)
         module.weight.data.copy_(linear.weight.detach())
@@ -147,9 +159,13 @@ class QATLinear(nn.Module):
 
 
 def qat_(model: nn.Module, config: QATConfig = QATConfig(), *, filter_fn: FilterFn | None = None) -> nn.Module:
-    """Swap the picked ``nn.Linear`` layers (default: the body's, not the head) for :class:`QATLinear`."""
-    if not isinstance(config, QATConfig):
-        raise TypeError(f"config must be a QATConfig, got {type(config).__name__}")
+    """Swap the picked ``nn.Linear`` layers (default: the body's, not the head) for :class:`QATLinear`.
+
+    ``model`` must be a ``torch.nn.Module`` and ``config`` a :class:`QATConfig`; every layer
+    is built before any is swapped.
+    """
+    check_module(model)
+    check_qat_config(config)
     picked = {fqn for fqn, m in matching_modules(model, filter_fn) if isinstance(m, nn.Linear)}
     if not picked:
         raise ValueError("the model has no nn.Linear layer that filter_fn picks: nothing to train quantized")
@@ -158,6 +174,8 @@ def qat_(model: nn.Module, config: QATConfig = QATConfig(), *, filter_fn: Filter
 
 
 def qat_layers(model: nn.Module) -> list[QATLinear]:
+    """Every :class:`QATLinear` of ``model`` (a ``torch.nn.Module``), in module order."""
+    check_module(model)
     return [m for m in model.modules() if isinstance(m, QATLinear)]
 
 
@@ -168,7 +186,8 @@ def convert_qat_(model: nn.Module) -> nn.Module:
     The integers stored are exactly the levels the layer trained with. A layer trained
     with 8-bit weights and 8-bit activations becomes a dynamic int8 layer, which rounds
     the activations the same way, so it computes what it trained to; the others keep their
-    activations in floating point.
+    activations in floating point. ``model`` must be a ``torch.nn.Module``; every layer is
+    built before any is swapped.
     """
     layers = qat_layers(model)
     if not layers:
@@ -176,7 +195,7 @@ def convert_qat_(model: nn.Module) -> nn.Module:
 
     def convert(module: QATLinear, fqn: str) -> QuantLinear:
         c = module.config
-        w = module.weight.detach().float()
+        w = check_tensor(module.weight, f"{fqn}.weight").detach().float()
         linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
         linear.to(w.device)
         if module.bias is not None:

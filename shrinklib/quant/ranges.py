@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from shrinklib._checks import check_tensor
+from shrinklib._checks import check_choice, check_int, check_number, check_tensor
 from shrinklib.quant.primitives import fake_quantize, qparams_from_range, qrange
 
 RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
@@ -36,16 +36,20 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return flat
 
 
+def check_percentile(percentile) -> float:
+    """``percentile`` if it is a number in ``(50, 100]`` (100 keeps the whole range), else ``ValueError``."""
+    return check_number("percentile", percentile, low=50, low_open=True, high=100, what="in (50, 100]")
+
+
 def minmax_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     check_tensor(x)
     return x.detach().float().min(), x.detach().float().max()
 
 
 def percentile_range(x: torch.Tensor, percentile: float = 99.99) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``100 - percentile`` and ``percentile`` percentiles of ``x``."""
+    """The ``100 - percentile`` and ``percentile`` percentiles of ``x`` (``percentile`` a number in ``(50, 100]``)."""
     check_tensor(x)
-    if not 50 < percentile <= 100:
-        raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+    check_percentile(percentile)
     flat = _flat(x)
     q = torch.tensor([1 - percentile / 100, percentile / 100])
     lo, hi = torch.quantile(flat, q)
@@ -54,10 +58,10 @@ def percentile_range(x: torch.Tensor, percentile: float = 99.99) -> tuple[torch.
 
 def mse_range(x: torch.Tensor, bits: int = 8, symmetric: bool = True,
               grid: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min-max scaled by the factor in ``(0, 1]`` (``grid`` steps) with the least squared error."""
+    """Min-max scaled by the factor in ``(0, 1]`` (``grid`` steps, an int >= 1) with the least squared error."""
     check_tensor(x)
-    if grid < 1:
-        raise ValueError(f"grid must be >= 1, got {grid!r}")
+    check_int("grid", grid, minimum=1, what=">= 1")
+    qrange(bits, symmetric)
     lo, hi = minmax_range(x)
     flat = _flat(x)
     best, best_err = (lo, hi), float("inf")
@@ -87,8 +91,7 @@ def entropy_range(x: torch.Tensor, bits: int = 8, bins: int = 2048) -> tuple[tor
     """
     check_tensor(x)
     levels = qrange(bits, True)[1] + 1  # bins of |x| the grid can tell apart: 128 at 8 bits
-    if bins < levels:
-        raise ValueError(f"bins must be >= {levels} (the levels of a {bits}-bit grid), got {bins!r}")
+    check_int("bins", bins, minimum=levels, what=f">= {levels} (the levels of a {bits}-bit grid)")
     magnitudes = _flat(x).abs()
     top = magnitudes.max()
     if top == 0:
@@ -115,15 +118,20 @@ def entropy_range(x: torch.Tensor, bits: int = 8, bins: int = 2048) -> tuple[tor
 
 def calibrate_range(x: torch.Tensor, method: str = "minmax", *, bits: int = 8, symmetric: bool = True,
                     percentile: float = 99.99) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(lo, hi)`` of ``x`` by one of :data:`RANGE_METHODS`."""
+    """``(lo, hi)`` of ``x`` by one of :data:`RANGE_METHODS`.
+
+    ``x`` is a non-empty, finite float tensor; ``bits`` an int from 2 to 8, ``symmetric`` a
+    bool, ``percentile`` a number in ``(50, 100]`` (read by ``"percentile"`` only, checked always).
+    """
+    check_choice("method", method, RANGE_METHODS)
+    qrange(bits, symmetric)
+    check_percentile(percentile)
     if method == "minmax":
         return minmax_range(x)
     if method == "percentile":
         return percentile_range(x, percentile)
     if method == "mse":
         return mse_range(x, bits, symmetric)
-    if method == "entropy":
-        if not symmetric:
-            raise ValueError("entropy calibration chooses a symmetric range [-t, t]; use symmetric=True")
-        return entropy_range(x, bits)
-    raise ValueError(f"method must be one of {RANGE_METHODS}, got {method!r}")
+    if not symmetric:  # "entropy"
+        raise ValueError("entropy calibration chooses a symmetric range [-t, t]; use symmetric=True")
+    return entropy_range(x, bits)

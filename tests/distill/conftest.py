@@ -1,9 +1,13 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import shrinklib  # noqa: F401  (first: it sets TRITON_INTERPRET before transformers can load triton)
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
+
+from datasets import Dataset  # noqa: E402
 
 from shrinklib import zoo
 
@@ -51,3 +55,22 @@ def peaked_llama():
         return model
 
     return make
+
+
+@pytest.fixture
+def distill_kit(tokenizer):
+    """What the calls are given: a BERT student and teacher sharing the tokenizer's vocabulary,
+    a Llama teacher, the tokenizer and a few valid tensors and batches, models in train mode."""
+    teacher = zoo.tiny_bert(vocab_size=64, num_layers=3).train()
+    student = zoo.tiny_bert(vocab_size=64, num_layers=2, hidden_size=24, num_heads=2, seed=1).train()
+    llama = zoo.tiny_llama(vocab_size=64).train()
+    g = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(1, 64, (2, 5), generator=g),
+             "attention_mask": torch.ones(2, 5, dtype=torch.long), "labels": torch.tensor([0, 1])}
+    return SimpleNamespace(
+        teacher=teacher, student=student, llama=llama, tokenizer=tokenizer, batch=batch,
+        logits=torch.randn(2, 3, generator=g), seq=torch.randn(1, 2, 5, generator=g),
+        ids=torch.zeros(1, 2, 3, dtype=torch.long), top=torch.zeros(1, 2, 3), hidden=torch.randn(2, 5, 8, generator=g),
+        mask=torch.ones(2, 5, dtype=torch.long), data=Dataset.from_dict({"text": ["w1 w2", "w3"], "label": [0, 1]}),
+        embeddings=torch.randn(64, 8, generator=g),
+    )

@@ -182,43 +182,60 @@ def test_remove_undoes_the_configuration_and_the_hooks():
         term(student, _tiny_batch(), student(**_tiny_batch()))
 
 
-def test_bad_input_of_the_term():
+def test_bad_input_of_the_term(unchanged):
     teacher, student = _models()
-    with pytest.raises(ValueError, match="unknown loss 'logits' in weights"):
-        IntermediateDistillation(teacher, student, weights={"logits": 1.0})
-    with pytest.raises(ValueError, match=r"weights\['hidden'\] must be a number >= 0, got -1"):
-        IntermediateDistillation(teacher, student, weights={"hidden": -1})
-    with pytest.raises(ValueError, match="at least one loss"):
-        IntermediateDistillation(teacher, student, weights={})
-    with pytest.raises(TypeError, match="weights must be a mapping"):
-        IntermediateDistillation(teacher, student, weights=["hidden"])
-    with pytest.raises(ValueError, match="vocabular"):
-        IntermediateDistillation(teacher, zoo.tiny_bert(vocab_size=61), weights={"hidden": 1.0})
-    with pytest.raises(ValueError, match="past the teacher's depth"):
-        IntermediateDistillation(teacher, student, layer_map=(2, 5), weights={"hidden": 1.0})
-    with pytest.raises(ValueError, match="'cosine' loss compares hidden states directly and needs equal widths"):
-        IntermediateDistillation(teacher, student, weights={"cosine": 1.0})
-    with pytest.raises(ValueError, match="'pkd' loss .* needs equal widths"):
-        IntermediateDistillation(teacher, student, weights={"pkd": 1.0})
-    with pytest.raises(ValueError, match="needs a student of 2 or more layers, got 1"):
-        IntermediateDistillation(teacher, zoo.tiny_bert(vocab_size=60, num_layers=1), weights={"pkd": 1.0})
-    with pytest.raises(ValueError, match="as many heads in student and teacher, got 4 and 2"):
-        IntermediateDistillation(teacher, zoo.tiny_bert(vocab_size=60, num_heads=4), weights={"attention": 1.0})
-    with pytest.raises(ValueError, match="0 is the embedding output"):
-        IntermediateDistillation(teacher, student, layer_map=(0, 4), weights={"attention": 1.0})
-    with pytest.raises(ValueError, match=r"relation_heads \(5\) must divide the width 24"):
-        IntermediateDistillation(teacher, student, weights={"minilm_value": 1.0}, relation_heads=5)
-    with pytest.raises(ValueError, match="relation_heads=4 is for the MiniLM losses"):
-        IntermediateDistillation(teacher, student, weights={"hidden": 1.0}, relation_heads=4)
-    with pytest.raises(TypeError, match="student must be a BERT-like"):
-        IntermediateDistillation(teacher, zoo.tiny_llama(), weights={"hidden": 1.0})
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(ValueError, match="unknown loss 'logits' in weights"):
+            IntermediateDistillation(teacher, student, weights={"logits": 1.0})
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(ValueError, match=r"weights\['hidden'\] must be a number >= 0, got -1"):
+            IntermediateDistillation(teacher, student, weights={"hidden": -1})
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(ValueError, match="at least one loss"):
+            IntermediateDistillation(teacher, student, weights={})
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(TypeError, match="weights must be a mapping"):
+            IntermediateDistillation(teacher, student, weights=["hidden"])
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="vocabular"):
+            IntermediateDistillation(teacher, zoo.tiny_bert(vocab_size=61), weights={"hidden": 1.0})
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(ValueError, match="past the teacher's depth"):
+            IntermediateDistillation(teacher, student, layer_map=(2, 5), weights={"hidden": 1.0})
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(ValueError, match="'cosine' loss compares hidden states directly and needs equal widths"):
+            IntermediateDistillation(teacher, student, weights={"cosine": 1.0})
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(ValueError, match="'pkd' loss .* needs equal widths"):
+            IntermediateDistillation(teacher, student, weights={"pkd": 1.0})
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="needs a student of 2 or more layers, got 1"):
+            IntermediateDistillation(teacher, zoo.tiny_bert(vocab_size=60, num_layers=1), weights={"pkd": 1.0})
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="as many heads in student and teacher, got 4 and 2"):
+            IntermediateDistillation(teacher, zoo.tiny_bert(vocab_size=60, num_heads=4), weights={"attention": 1.0})
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(ValueError, match="0 is the embedding output"):
+            IntermediateDistillation(teacher, student, layer_map=(0, 4), weights={"attention": 1.0})
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(ValueError, match=r"relation_heads \(5\) must divide the width 24"):
+            IntermediateDistillation(teacher, student, weights={"minilm_value": 1.0}, relation_heads=5)
+    with unchanged(teacher), unchanged(student):
+        with pytest.raises(ValueError, match="relation_heads=4 is for the MiniLM losses"):
+            IntermediateDistillation(teacher, student, weights={"hidden": 1.0}, relation_heads=4)
+    with unchanged(teacher):
+        with pytest.raises(TypeError, match="student must be a BERT-like"):
+            IntermediateDistillation(teacher, zoo.tiny_llama(), weights={"hidden": 1.0})
     with IntermediateDistillation(teacher, student, weights={"hidden": 1.0, "minilm_value": 1.0}) as term:
         batch = _tiny_batch()
         student(**batch)
-        with pytest.raises(ValueError, match=r"outputs must hold the student's hidden_states \(3 tensors\), got none"):
-            term(student, batch, SimpleNamespace(hidden_states=None))
+        with unchanged(student):
+            with pytest.raises(ValueError,
+                               match=r"outputs must hold the student's hidden_states \(3 tensors\), got none"):
+                term(student, batch, SimpleNamespace(hidden_states=None))
         with pytest.raises(TypeError, match="batch must be a dict of tensors with 'input_ids'"):
             term(student, batch["input_ids"], student(**batch))
     with IntermediateDistillation(teacher, student, weights={"minilm_value": 1.0}) as term:
-        with pytest.raises(ValueError, match="the student's attention value of layer 1 was not caught"):
-            term(student, batch, SimpleNamespace())
+        with unchanged(student):
+            with pytest.raises(ValueError, match="the student's attention value of layer 1 was not caught"):
+                term(student, batch, SimpleNamespace())

@@ -120,15 +120,16 @@ def test_vocabulary_size_of_bert_lstm_and_plain_modules():
     check_same_vocabulary(nn.Linear(3, 2), zoo.tiny_bert(vocab_size=50))  # unknown: nothing to compare
 
 
-def test_mismatched_vocabularies_are_refused(padded_batch):
+def test_mismatched_vocabularies_are_refused(padded_batch, unchanged):
     teacher = zoo.tiny_bert(vocab_size=60)
     for student in (zoo.tiny_bert(vocab_size=50), zoo.tiny_lstm(vocab_size=50)):
         batch = padded_batch(vocab=50)
         term = logit_distillation(teacher)
         with pytest.raises(ValueError, match=r"different vocabular.*\(50 and 60 tokens\)"):
             term(student, batch, student(**batch))
-        with pytest.raises(ValueError, match="vocabular"):
-            distill(student, teacher, Dataset.from_dict({"text": ["a"], "label": [0]}))
+        with unchanged(teacher), unchanged(student):
+            with pytest.raises(ValueError, match="vocabular"):
+                distill(student, teacher, Dataset.from_dict({"text": ["a"], "label": [0]}))
 
 
 def test_a_bilstm_student_learns_from_a_bert_teacher_with_mse(tokenizer):
@@ -200,12 +201,13 @@ def test_distill_first_step_loss_is_the_written_out_mix():
     assert row["loss"] == pytest.approx(row["loss_task"] + row["loss_kd"], rel=1e-6)
 
 
-def test_bad_input_of_the_new_functions(padded_batch):
+def test_bad_input_of_the_new_functions(padded_batch, unchanged):
     bert = zoo.tiny_bert(vocab_size=50)
     with pytest.raises(ValueError, match="must have one shape"):
         logit_mse_loss(torch.zeros(2, 3), torch.zeros(3, 2))
-    with pytest.raises(ValueError, match="loss must be one of 'kl', 'mse', got 'l1'"):
-        logit_distillation(bert, loss="l1")
+    with unchanged(bert):
+        with pytest.raises(ValueError, match="loss must be one of 'kl', 'mse', got 'l1'"):
+            logit_distillation(bert, loss="l1")
     with pytest.raises(ValueError, match="loss must be one of"):
         stored_logit_distillation(loss="KL")
     with pytest.raises(ValueError, match="temperature must be a number > 0"):
@@ -219,23 +221,34 @@ def test_bad_input_of_the_new_functions(padded_batch):
         stored_logit_distillation()(bert, dict(batch, teacher_logits=torch.zeros(5, 3)), bert(**batch))
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         vocab_size("bert")
-    with pytest.raises(TypeError, match="model must be an nn.Module"):
-        check_same_vocabulary(bert, None)
+    # check_same_vocabulary now names its own argument (issue 17), not vocab_size's "model"
+    with unchanged(bert):
+        with pytest.raises(TypeError, match="teacher must be an nn.Module, got NoneType"):
+            check_same_vocabulary(bert, None)
+    with unchanged(bert):
+        with pytest.raises(TypeError, match=r"teachers\[2\] must be an nn.Module, got str"):
+            check_same_vocabulary(bert, "bert", teacher_name="teachers[2]")
     other = zoo.tiny_bert(vocab_size=50, seed=1)
     data = Dataset.from_dict({"text": ["a"], "label": [0]})
     for alpha in (-0.1, 1.5, True, "0.5"):
-        with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
-            distill(bert, other, data, alpha=alpha)
-    with pytest.raises(ValueError, match="leave TrainConfig.task_loss_weight at 1.0, got 0.5"):
-        distill(bert, other, data, TrainConfig(task_loss_weight=0.5))
-    with pytest.raises(TypeError, match="config must be a TrainConfig"):
-        distill(bert, other, data, {"lr": 1e-3})
-    with pytest.raises(TypeError, match="teacher must be an nn.Module"):
-        distill(bert, "teacher", data)
-    with pytest.raises(ValueError, match="the same one twice"):
-        distill(bert, bert, data)
-    with pytest.raises(ValueError, match="loss must be one of"):
-        distill(bert, other, data, loss="ce")
+        with unchanged(bert), unchanged(other):
+            with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
+                distill(bert, other, data, alpha=alpha)
+    with unchanged(bert), unchanged(other):
+        with pytest.raises(ValueError, match="leave TrainConfig.task_loss_weight at 1.0, got 0.5"):
+            distill(bert, other, data, TrainConfig(task_loss_weight=0.5))
+    with unchanged(bert), unchanged(other):
+        with pytest.raises(TypeError, match="config must be a TrainConfig"):
+            distill(bert, other, data, {"lr": 1e-3})
+    with unchanged(bert):
+        with pytest.raises(TypeError, match="teacher must be an nn.Module"):
+            distill(bert, "teacher", data)
+    with unchanged(bert):
+        with pytest.raises(ValueError, match="the same one twice"):
+            distill(bert, bert, data)
+    with unchanged(bert), unchanged(other):
+        with pytest.raises(ValueError, match="loss must be one of"):
+            distill(bert, other, data, loss="ce")
 
 
 # ----------------------------------------------------------------------------------
@@ -258,3 +271,60 @@ def test_run_teacher_gives_the_teachers_logits_on_the_model_inputs_without_gradi
 def test_run_teacher_bad_input():
     with pytest.raises(TypeError, match="batch must be a mapping of input names to tensors, got list"):
         run_teacher(zoo.tiny_bert(), [torch.zeros(2, 3, dtype=torch.long)])
+
+
+# ----------------------------------------------------------------------------------
+# A masked class (teacher logit -inf, probability 0) adds 0 to the KL
+
+from shrinklib.distill.logits import safe_log_probs  # noqa: E402
+
+
+def _kl_without(student, teacher, masked, t):
+    """T^2 KL with the masked classes dropped from the sum (the teacher gives them 0), the student's
+    log-probabilities still those of its softmax over every class: the reference."""
+    keep = [c for c in range(teacher.shape[-1]) if c not in masked]
+    p = torch.softmax(teacher[:, keep].double() / t, -1)  # = the full softmax on the kept classes
+    log_q = torch.log_softmax(student.double() / t, -1)[:, keep]
+    return t * t * (p * (p.log() - log_q)).sum(-1).mean()
+
+
+@pytest.mark.parametrize("t", [1.0, 2.5])
+def test_soft_target_loss_gives_a_masked_class_nothing_and_a_finite_gradient(t):
+    g = torch.Generator().manual_seed(4)
+    student, teacher = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g)
+    teacher[:, 2] = float("-inf")  # class 2 masked in every row, class 4 in one row only
+    teacher[3, 4] = float("-inf")
+    s = student.clone().requires_grad_(True)
+    loss = soft_target_loss(s, teacher, t)
+    expected = sum(_kl_without(student[i:i + 1], teacher[i:i + 1], {2, 4} if i == 3 else {2}, t) for i in range(5)) / 5
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
+    # d/dz_s of T^2 KL is T (q - p) / rows, and p = 0 on a masked class
+    p = torch.softmax(teacher / t, -1)
+    assert torch.allclose(s.grad, t * (torch.softmax(student / t, -1) - p) / 5, atol=1e-6)
+    # a student that masks the class too: still 0 from it, still a finite gradient, same value
+    both = student.clone()
+    both[:, 2] = float("-inf")
+    both.requires_grad_(True)
+    value = soft_target_loss(both, teacher, t)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(both.grad).all()
+    assert value.item() == pytest.approx(
+        sum(_kl_without(both.detach()[i:i + 1], teacher[i:i + 1], {2, 4} if i == 3 else {2}, t) for i in range(5)).item()
+        / 5, rel=1e-5)
+
+
+def test_a_masked_class_changes_nothing_else():
+    """Valid logits give the same bits as before (F.kl_div on the plain log-softmaxes), and a
+    teacher's masked class equals a class whose logit is so low its probability underflows to 0."""
+    g = torch.Generator().manual_seed(5)
+    student, teacher = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)
+    log_q, log_p = torch.log_softmax(student / 2, -1), torch.log_softmax(teacher / 2, -1)
+    plain = 4 * torch.nn.functional.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+    assert torch.equal(soft_target_loss(student, teacher, 2.0), plain)
+    masked, low = teacher.clone(), teacher.clone()
+    masked[:, 0], low[:, 0] = float("-inf"), -1e4
+    assert torch.allclose(soft_target_loss(student, masked, 2.0), soft_target_loss(student, low, 2.0), atol=1e-6)
+    a, b = safe_log_probs(log_p, log_q)
+    assert torch.equal(a, log_p) and torch.equal(b, log_q)  # nothing masked: returned bit for bit

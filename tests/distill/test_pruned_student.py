@@ -58,11 +58,30 @@ def test_keep_one_is_the_unpruned_student():
 
 
 @pytest.mark.parametrize("keep", [0, -0.5, 1.5, True, "half"])
-def test_a_bad_keep_share_is_refused(keep):
-    with pytest.raises(ValueError, match="keep must be the share of FFN neurons to keep"):
-        student_with_pruned_ffn(_teacher(), [0, 1], _batches(), keep=keep)
+def test_a_bad_keep_share_is_refused(keep, unchanged):
+    teacher = _teacher()
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="keep must be the share of FFN neurons to keep"):
+            student_with_pruned_ffn(teacher, [0, 1], _batches(), keep=keep)
 
 
-def test_a_layer_past_the_teachers_depth_is_refused_before_any_scoring():
-    with pytest.raises(ValueError, match="the teacher has 4 layers"):
-        student_with_pruned_ffn(_teacher(), [0, 4], _batches())
+def test_a_layer_past_the_teachers_depth_is_refused_before_any_scoring(unchanged):
+    teacher = _teacher()
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="the teacher has 4 layers"):
+            student_with_pruned_ffn(teacher, [0, 4], _batches())
+
+
+def test_scoring_leaves_the_teacher_bit_identical_whether_it_succeeds_or_fails(unchanged):
+    """The teacher's loss is differentiated to score its neurons: hooks go on, the mode goes to eval
+    and a Hugging Face classifier sets config.problem_type. None of it stays, and a batch refused
+    half-way (the second one has no labels) leaves nothing either."""
+    teacher = _teacher().train()
+    good = _batches()
+    with unchanged(teacher):
+        student_with_pruned_ffn(teacher, [0, 3], good, keep=0.5)
+    bad = {k: v for k, v in good[1].items() if k != "labels"}
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="importance needs batches with 'labels'"):
+            student_with_pruned_ffn(teacher, [0, 3], [good[0], bad])
+    assert teacher.training and teacher.config.problem_type is None

@@ -61,14 +61,15 @@ def test_token_distillation_loss_scales_by_t_squared_and_has_the_kd_gradient():
     assert torch.allclose(s.grad, expected, atol=1e-6)
 
 
-def test_mismatched_vocabularies_are_refused():
+def test_mismatched_vocabularies_are_refused(unchanged):
     with pytest.raises(ValueError, match="vocabular.*64.*80"):
         token_distillation_loss(torch.zeros(2, 3, 64), torch.zeros(2, 3, 80))
     check_same_vocabulary(lm_student(zoo.tiny_llama(), hidden_size=16, num_layers=1), zoo.tiny_llama())
     student, teacher = zoo.tiny_llama(vocab_size=64), zoo.tiny_llama(vocab_size=80)
     batch = {"input_ids": torch.randint(0, 64, (2, 5)), "attention_mask": torch.ones(2, 5, dtype=torch.long)}
-    with pytest.raises(ValueError, match="different vocabularies"):
-        word_level_distillation(teacher)(student, batch, student(**batch))
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="different vocabularies"):
+            word_level_distillation(teacher)(student, batch, student(**batch))
 
 
 def test_word_level_term_is_the_loss_on_the_teacher_logits_and_leaves_the_teacher_alone(tokenizer, peaked_llama):
@@ -200,7 +201,7 @@ def test_fit_trains_a_student_with_the_word_level_term_and_the_term_falls(tokeni
     assert values[-1] < 0.5 * values[0]
 
 
-def test_bad_input(tokenizer):
+def test_bad_input(tokenizer, unchanged):
     llama = zoo.tiny_llama()
     with pytest.raises(ValueError, match="temperature must be a number > 0"):
         token_distillation_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), temperature=0)
@@ -214,32 +215,43 @@ def test_bad_input(tokenizer):
         token_distillation_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2))
     with pytest.raises(TypeError, match="teacher_logits must be a torch.Tensor"):
         token_distillation_loss(torch.zeros(1, 2, 3), [[0.0]])
-    with pytest.raises(ValueError, match="weight must be a number >= 0"):
-        word_level_distillation(llama, weight=-1)
-    with pytest.raises(ValueError, match="temperature must be a number > 0"):
-        word_level_distillation(llama, temperature=-2)
+    with unchanged(llama):
+        with pytest.raises(ValueError, match="weight must be a number >= 0"):
+            word_level_distillation(llama, weight=-1)
+    with unchanged(llama):
+        with pytest.raises(ValueError, match="temperature must be a number > 0"):
+            word_level_distillation(llama, temperature=-2)
     with pytest.raises(TypeError, match="teacher must be an nn.Module"):
         word_level_distillation("smollm2")
-    with pytest.raises(ValueError, match=r"hidden_size \(30\) must be divisible by num_heads \(4\)"):
-        lm_student(llama, hidden_size=30, num_heads=4)
-    with pytest.raises(ValueError, match="must be even for rotary embeddings"):
-        lm_student(llama, hidden_size=12, num_heads=4)
-    with pytest.raises(ValueError, match=r"num_heads \(4\) must be divisible by num_kv_heads \(3\)"):
-        lm_student(llama, hidden_size=16, num_heads=4, num_kv_heads=3)
-    with pytest.raises(ValueError, match="num_layers must be an int >= 1, got 0"):
-        lm_student(llama, num_layers=0)
+    with unchanged(llama):
+        with pytest.raises(ValueError, match=r"hidden_size \(30\) must be divisible by num_heads \(4\)"):
+            lm_student(llama, hidden_size=30, num_heads=4)
+    with unchanged(llama):
+        with pytest.raises(ValueError, match="must be even for rotary embeddings"):
+            lm_student(llama, hidden_size=12, num_heads=4)
+    with unchanged(llama):
+        with pytest.raises(ValueError, match=r"num_heads \(4\) must be divisible by num_kv_heads \(3\)"):
+            lm_student(llama, hidden_size=16, num_heads=4, num_kv_heads=3)
+    with unchanged(llama):
+        with pytest.raises(ValueError, match="num_layers must be an int >= 1, got 0"):
+            lm_student(llama, num_layers=0)
     with pytest.raises(ValueError, match="Llama-style config.*num_key_value_heads"):
         lm_student(zoo.tiny_bert())
-    with pytest.raises(ValueError, match="prompts must not be empty"):
-        generate_corpus(llama, tokenizer, [])
-    with pytest.raises(TypeError, match="prompts must be a sequence of str"):
-        generate_corpus(llama, tokenizer, "w1 w2")
-    with pytest.raises(ValueError, match="gives no token to continue from"):
-        generate_corpus(llama, tokenizer, ["w1", ""])
-    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\], got 0"):
-        generate_corpus(llama, tokenizer, ["w1"], top_p=0)
-    with pytest.raises(ValueError, match="num_beams must be an int >= 1"):
-        generate_corpus(llama, tokenizer, ["w1"], num_beams=0)
+    with unchanged(llama):
+        with pytest.raises(ValueError, match="prompts must not be empty"):
+            generate_corpus(llama, tokenizer, [])
+    with unchanged(llama):
+        with pytest.raises(TypeError, match="prompts must be a sequence of str"):
+            generate_corpus(llama, tokenizer, "w1 w2")
+    with unchanged(llama):
+        with pytest.raises(ValueError, match="gives no token to continue from"):
+            generate_corpus(llama, tokenizer, ["w1", ""])
+    with unchanged(llama):
+        with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\], got 0"):
+            generate_corpus(llama, tokenizer, ["w1"], top_p=0)
+    with unchanged(llama):
+        with pytest.raises(ValueError, match="num_beams must be an int >= 1"):
+            generate_corpus(llama, tokenizer, ["w1"], num_beams=0)
     with pytest.raises(TypeError, match="teacher must be a Hugging Face generative model"):
         generate_corpus(zoo.tiny_lstm(), tokenizer, ["w1"])
     with pytest.raises(ValueError, match="texts must not be empty"):
@@ -275,3 +287,26 @@ def test_check_texts_and_token_lists_bad_input(tokenizer):
         check_texts("texts", ["w1", 3])
     with pytest.raises(TypeError, match="tokenizer must be a Hugging Face tokenizer, got str"):
         token_lists("gpt2", ["w1"])
+
+
+def test_a_token_the_teacher_masks_adds_nothing_even_where_the_student_masks_it_too():
+    """0 log(0 / q) = 0, also for q = 0: the positions where both give a token -inf are recomputed
+    with safe_log_probs and agree with the reference that drops the token; the gradient is finite."""
+    g = torch.Generator().manual_seed(2)
+    student, teacher = torch.randn(2, 4, 9, generator=g), torch.randn(2, 4, 9, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    teacher[..., 3] = float("-inf")  # masked by the teacher everywhere
+    student[0, 1, 3] = student[1, 2, 3] = float("-inf")  # and by the student at two positions
+    s = student.clone().requires_grad_(True)
+    value = token_distillation_loss(s, teacher, mask, 2.0)
+    keep = [v for v in range(9) if v != 3]
+    total, count = 0.0, 0
+    for b in range(2):
+        for i in range(4):
+            if mask[b, i]:
+                p = torch.softmax(teacher[b, i, keep].double() / 2, -1)
+                log_q = torch.log_softmax(student[b, i].double() / 2, -1)[keep]
+                total, count = total + float((p * (p.log() - log_q)).sum()), count + 1
+    assert torch.isfinite(value) and value.item() == pytest.approx(4 * total / count, rel=1e-5)
+    value.backward()
+    assert torch.isfinite(s.grad).all()

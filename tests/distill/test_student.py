@@ -93,38 +93,48 @@ def test_bert_student_has_its_own_shape_and_the_teachers_vocabulary_and_labels()
     assert not torch.equal(other.classifier.weight, student.classifier.weight)
 
 
-def test_bad_input():
+def test_bad_input(unchanged):
     teacher = zoo.tiny_bert(vocab_size=60, num_layers=3)
     with pytest.raises(TypeError, match="teacher must be a BERT-like Hugging Face model"):
         student_from_teacher(zoo.tiny_llama(), [0])
     with pytest.raises(TypeError, match="teacher must be a BERT-like Hugging Face model"):
         student_from_teacher(torch.nn.Linear(2, 2), [0])
-    with pytest.raises(ValueError, match=r"in 0\.\.2 \(the teacher has 3 layers\), got \[0, 3\]"):
-        student_from_teacher(teacher, [0, 3])
-    with pytest.raises(ValueError, match="strictly increasing, got \\[2, 1\\]"):
-        student_from_teacher(teacher, [2, 1])
-    with pytest.raises(ValueError, match="strictly increasing"):
-        student_from_teacher(teacher, [1, 1])
-    with pytest.raises(ValueError, match="at least one teacher layer"):
-        student_from_teacher(teacher, [])
-    with pytest.raises(TypeError, match="layers must hold ints"):
-        student_from_teacher(teacher, [0.0])
-    with pytest.raises(TypeError, match="layers must be a sequence of ints"):
-        student_from_teacher(teacher, 2)
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match=r"in 0\.\.2 \(the teacher has 3 layers\), got \[0, 3\]"):
+            student_from_teacher(teacher, [0, 3])
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="strictly increasing, got \\[2, 1\\]"):
+            student_from_teacher(teacher, [2, 1])
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="strictly increasing"):
+            student_from_teacher(teacher, [1, 1])
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="at least one teacher layer"):
+            student_from_teacher(teacher, [])
+    with unchanged(teacher):
+        with pytest.raises(TypeError, match="layers must hold ints"):
+            student_from_teacher(teacher, [0.0])
+    with unchanged(teacher):
+        with pytest.raises(TypeError, match="layers must be a sequence of ints"):
+            student_from_teacher(teacher, 2)
     sizes = dict(num_layers=2, hidden_size=24, num_heads=2, intermediate_size=48)
     with pytest.raises(TypeError, match="teacher must be a BERT-like"):
         bert_student(zoo.tiny_lstm(), **sizes)
-    with pytest.raises(ValueError, match="num_layers must be a positive int, got 0"):
-        bert_student(teacher, **{**sizes, "num_layers": 0})
-    with pytest.raises(ValueError, match="intermediate_size must be a positive int"):
-        bert_student(teacher, **{**sizes, "intermediate_size": 4.5})
-    with pytest.raises(ValueError, match=r"hidden_size \(24\) must be divisible by num_heads \(5\)"):
-        bert_student(teacher, **{**sizes, "num_heads": 5})
-    with pytest.raises(ValueError, match="seed must be a non-negative int"):
-        bert_student(teacher, **sizes, seed=-1)
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="num_layers must be a positive int, got 0"):
+            bert_student(teacher, **{**sizes, "num_layers": 0})
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="intermediate_size must be a positive int"):
+            bert_student(teacher, **{**sizes, "intermediate_size": 4.5})
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match=r"hidden_size \(24\) must be divisible by num_heads \(5\)"):
+            bert_student(teacher, **{**sizes, "num_heads": 5})
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="seed must be a non-negative int"):
+            bert_student(teacher, **sizes, seed=-1)
 
 
-def test_bilstm_student_starts_from_a_copy_of_the_teachers_embeddings(tokenizer):
+def test_bilstm_student_starts_from_a_copy_of_the_teachers_embeddings(tokenizer, unchanged):
     teacher = zoo.tiny_bert(vocab_size=len(tokenizer), hidden_size=32)
     torch.manual_seed(0)
     student = bilstm_student(teacher, tokenizer, hidden_size=6)
@@ -137,8 +147,9 @@ def test_bilstm_student_starts_from_a_copy_of_the_teachers_embeddings(tokenizer)
     assert student.lstm.hidden_size == 6 and student.lstm.bidirectional and student.lstm.num_layers == 1
     batch = tokenizer(["w1 w2 w3", "w4"], padding=True, return_tensors="pt")
     assert student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.shape == (2, 2)
-    with pytest.raises(ValueError, match="hidden_size must be a positive int, got 0"):
-        bilstm_student(teacher, tokenizer, hidden_size=0)
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="hidden_size must be a positive int, got 0"):
+            bilstm_student(teacher, tokenizer, hidden_size=0)
     with pytest.raises(TypeError, match="teacher must be a model with get_input_embeddings\\(\\), got Linear"):
         bilstm_student(torch.nn.Linear(2, 2), tokenizer)
     with pytest.raises(ValueError, match="the tokenizer's 64 tokens do not match the teacher's 60 embeddings"):

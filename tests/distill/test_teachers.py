@@ -80,7 +80,7 @@ def test_every_teacher_must_share_the_students_vocabulary(padded_batch):
         multi_teacher_distillation([zoo.tiny_bert(vocab_size=50), zoo.tiny_bert(vocab_size=60)])
 
 
-def test_bad_input(padded_batch):
+def test_bad_input(padded_batch, unchanged):
     z = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="teacher_logits must hold at least one"):
         ensemble_soft_targets([], 2.0)
@@ -103,17 +103,53 @@ def test_bad_input(padded_batch):
     bert = zoo.tiny_bert(vocab_size=50)
     with pytest.raises(ValueError, match="teachers must hold at least one teacher"):
         multi_teacher_distillation([])
-    with pytest.raises(TypeError, match="teachers must be a sequence of nn.Modules, got BertForSequenceClassification"):
-        multi_teacher_distillation(bert)
-    with pytest.raises(TypeError, match=r"teachers\[1\] must be an nn.Module, got str"):
-        multi_teacher_distillation([bert, "bert"])
-    with pytest.raises(ValueError, match="weight must be a number >= 0"):
-        multi_teacher_distillation([bert], weight=-1)
-    with pytest.raises(ValueError, match="temperature must be a number > 0"):
-        multi_teacher_distillation([bert], temperature="2")
-    with pytest.raises(ValueError, match="weights must sum to more than 0"):
-        multi_teacher_distillation([bert], teacher_weights=[0.0])
+    with unchanged(bert):
+        with pytest.raises(TypeError,
+                           match="teachers must be a sequence of nn.Modules, got BertForSequenceClassification"):
+            multi_teacher_distillation(bert)
+    with unchanged(bert):
+        with pytest.raises(TypeError, match=r"teachers\[1\] must be an nn.Module, got str"):
+            multi_teacher_distillation([bert, "bert"])
+    with unchanged(bert):
+        with pytest.raises(ValueError, match="weight must be a number >= 0"):
+            multi_teacher_distillation([bert], weight=-1)
+    with unchanged(bert):
+        with pytest.raises(ValueError, match="temperature must be a number > 0"):
+            multi_teacher_distillation([bert], temperature="2")
+    with unchanged(bert):
+        with pytest.raises(ValueError, match="weights must sum to more than 0"):
+            multi_teacher_distillation([bert], teacher_weights=[0.0])
     student = zoo.tiny_bert(vocab_size=50, num_labels=3)
     batch = padded_batch()
-    with pytest.raises(ValueError, match="student and teacher logits must have one shape"):
-        multi_teacher_distillation([bert])(student, batch, student(**batch))
+    with unchanged(bert):
+        with pytest.raises(ValueError, match="student and teacher logits must have one shape"):
+            multi_teacher_distillation([bert])(student, batch, student(**batch))
+
+
+def test_a_class_no_teacher_allows_adds_nothing_even_where_the_student_masks_it(padded_batch):
+    class Fixed(torch.nn.Module):
+        """A teacher whose logits are given: class 1 masked (-inf)."""
+
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, **inputs):
+            return SimpleNamespace(logits=self.logits)
+
+    g = torch.Generator().manual_seed(6)
+    z = [torch.randn(5, 3, generator=g) for _ in range(2)]
+    for logits in z:
+        logits[:, 1] = float("-inf")
+    student = torch.randn(5, 3, generator=g)
+    student[:, 1] = float("-inf")
+    s = student.clone().requires_grad_(True)
+    value = multi_teacher_distillation([Fixed(z[0]), Fixed(z[1])], temperature=2.0)(
+        torch.nn.Linear(1, 1), padded_batch(), SimpleNamespace(logits=s))
+    p = ensemble_soft_targets([x[:, [0, 2]] for x in z], 2.0).double()
+    log_q = torch.log_softmax(student.double() / 2, -1)[:, [0, 2]]
+    assert torch.isfinite(value) and value.item() == pytest.approx(4 * (p * (p.log() - log_q)).sum().item() / 5,
+                                                                   rel=1e-5)
+    value.backward()
+    assert torch.isfinite(s.grad).all()

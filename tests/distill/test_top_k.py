@@ -94,7 +94,7 @@ def test_one_step_on_stored_full_targets_equals_one_step_on_the_live_teacher(tok
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_bad_input(tokenizer, peaked_llama):
+def test_bad_input(tokenizer, peaked_llama, unchanged):
     teacher = peaked_llama()
     stored = teacher_top_k(teacher, tokenizer, TEXTS, k=3, block_size=6, progress=False)
     with pytest.raises(ValueError, match="one entry per text"):
@@ -103,10 +103,12 @@ def test_bad_input(tokenizer, peaked_llama):
         lm_dataloader(TEXTS, tokenizer, block_size=4, top_k=stored)
     with pytest.raises(TypeError, match="sequence of dicts"):
         lm_dataloader(TEXTS, tokenizer, block_size=6, top_k=stored[0])
-    with pytest.raises(ValueError, match="k must be an int >= 1"):
-        teacher_top_k(teacher, tokenizer, TEXTS, k=0)
-    with pytest.raises(ValueError, match=r"k \(65\) must be at most the teacher's vocabulary size \(64\)"):
-        teacher_top_k(teacher, tokenizer, TEXTS, k=65, progress=False)
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match="k must be an int >= 1"):
+            teacher_top_k(teacher, tokenizer, TEXTS, k=0)
+    with unchanged(teacher):
+        with pytest.raises(ValueError, match=r"k \(65\) must be at most the teacher's vocabulary size \(64\)"):
+            teacher_top_k(teacher, tokenizer, TEXTS, k=65, progress=False)
     with pytest.raises(ValueError, match="temperature must be a number > 0"):
         stored_word_level_distillation(temperature=0)
     with pytest.raises(ValueError, match="weight must be a number >= 0"):
@@ -123,3 +125,18 @@ def test_bad_input(tokenizer, peaked_llama):
     batch = {"input_ids": torch.ones(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
     with pytest.raises(KeyError, match="teacher_top_ids"):
         stored_word_level_distillation()(teacher, batch, teacher(**batch))
+
+
+def test_a_stored_minus_inf_logit_adds_nothing():
+    """k larger than the tokens a teacher allows stores -inf logits: they add 0 (they gave nan)."""
+    g = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 8, generator=g)
+    teacher[..., 5:] = float("-inf")  # the teacher allows 5 tokens
+    values, ids = teacher.topk(7, dim=-1)  # two of the stored 7 are -inf
+    assert torch.isneginf(values).any()
+    s = student.clone().requires_grad_(True)
+    loss = top_k_token_distillation_loss(s, ids, values, temperature=1.5)
+    reference = token_distillation_loss(student, teacher, temperature=1.5)  # all 8 tokens, 3 of them masked
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()

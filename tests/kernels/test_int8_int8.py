@@ -1,9 +1,13 @@
 """The W8A8 kernel (int8 x int8 -> int32), run for real under Triton's interpreter on the CPU."""
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shrinklib.kernels.int8_int8 import MAX_K, quantize_per_token, w8a8_matmul, w8a8_matmul_ref
 from shrinklib.quant.primitives import choose_qparams, dequantize, quantize
+
+from .conftest import BAD_BLOCKS, BLOCKS, HUGE_BLOCK, PROPERTY, elsewhere, seeded
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -97,5 +101,90 @@ def test_an_empty_batch_gives_an_empty_result(lead, out_dtype):
     (lambda: quantize_per_token(torch.tensor([[1.0, float("nan")]])), ValueError, "inf or nan"),
 ])
 def test_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+BREAKS = ("x not floating-point", "x_q not int8", "w_q not int8", "x_scale not float32", "w_scale not float32",
+          "out_dtype", "w_q not 2-D", "x too wide", "x too narrow", "x_scale of another shape",
+          "w_scale of another shape", "block_m", "block_n", "block_k", "block_k of 16", "tile past Triton's largest",
+          "another device")
+
+
+@pytest.mark.parametrize("broken", (None, *BREAKS))
+@PROPERTY
+@given(data=st.data())
+def test_property_valid_shapes_match_the_reference_and_broken_ones_raise(broken, data):
+    m, n, k = (data.draw(st.integers(lo, hi), label=name) for name, lo, hi in (("m", 0, 9), ("n", 1, 64), ("k", 1, 64)))
+    g = seeded(data)
+    out_dtype = data.draw(st.sampled_from([torch.float32, torch.float16]), label="out_dtype")
+    blocks = {"block_m": data.draw(st.sampled_from([None, 16, 32, 64]), label="block_m"),
+              "block_n": data.draw(BLOCKS, label="block_n"),
+              "block_k": data.draw(st.sampled_from([32, 64]), label="block_k")}  # an int8 K is >= 32 on a GPU
+    x = torch.randn(m, k, generator=g)
+    w_q, w_scale = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8), torch.rand(n, generator=g) / 50
+    if broken is None:
+        x_q, x_scale = quantize_per_token(x)
+        got = w8a8_matmul(x_q.to(DEVICE), x_scale.to(DEVICE), w_q.to(DEVICE), w_scale.to(DEVICE), out_dtype,
+                          **blocks).cpu()
+        expected = w8a8_matmul_ref(x_q, x_scale, w_q, w_scale, out_dtype)
+        assert got.shape == (m, n) and got.dtype == out_dtype
+        assert torch.allclose(got.float(), expected.float(), atol=0, rtol=1e-6)  # same integers, same scalings
+        return
+    error, message, quantize_x = ValueError, None, quantize_per_token
+    if broken == "x not floating-point":
+        x, error, message = x.to(torch.int8), TypeError, "x must be a floating-point tensor"
+    elif broken == "x_q not int8":
+        quantize_x = lambda x: (quantize_per_token(x)[0].to(torch.int16), quantize_per_token(x)[1])  # noqa: E731
+        error, message = TypeError, "x_q must be an int8 tensor"
+    elif broken == "w_q not int8":
+        w_q, error, message = w_q.to(torch.uint8), TypeError, "w_q must be an int8 tensor"
+    elif broken == "x_scale not float32":
+        quantize_x = lambda x: (quantize_per_token(x)[0], quantize_per_token(x)[1].half())  # noqa: E731
+        error, message = TypeError, "x_scale must be a float32 tensor"
+    elif broken == "w_scale not float32":
+        w_scale, error, message = w_scale.double(), TypeError, "w_scale must be a float32 tensor"
+    elif broken == "out_dtype":
+        out_dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float64, "float32"]), label="bad out_dtype")
+        error, message = TypeError, "out_dtype must be torch.float32 or torch.float16"
+    elif broken == "w_q not 2-D":
+        w_q, message = w_q[None], r"w_q must be 2-D \(N, K\)"
+    elif broken in ("x too wide", "x too narrow"):
+        w_q = torch.randint(-128, 128, (n, k - 1 if broken == "x too wide" else k + 1), generator=g, dtype=torch.int8)
+        message = "shapes do not fit"
+    elif broken == "x_scale of another shape":
+        quantize_x = lambda x: (quantize_per_token(x)[0], quantize_per_token(x)[1][:, None])  # noqa: E731
+        message = r"x_scale must have shape x_q.shape\[:-1\]"
+    elif broken == "w_scale of another shape":
+        w_scale, message = torch.cat([w_scale, w_scale[:1]]), r"w_scale must have shape \(N,\)"
+    elif broken in ("block_m", "block_n", "block_k"):
+        blocks[broken] = data.draw(BAD_BLOCKS, label="bad block")
+        message = f"{broken} must be a power of two >= {32 if broken == 'block_k' else 16}"
+    elif broken == "block_k of 16":  # the interpreter would take it; an int8 tl.dot on a GPU does not
+        blocks["block_k"], message = 16, r"block_k must be a power of two >= 32 \(an int8 tl.dot's smallest K"
+    elif broken == "tile past Triton's largest":
+        blocks.update(block_n=HUGE_BLOCK, block_k=HUGE_BLOCK)
+        message = "more than Triton's largest tensor"
+    else:
+        moved = data.draw(st.sampled_from(["x_q", "x_scale", "w_q", "w_scale"]), label="moved")
+        quantize_x = lambda x: tuple(elsewhere(t) if name == moved else t  # noqa: E731
+                                     for name, t in zip(("x_q", "x_scale"), quantize_per_token(x)))
+        w_q, w_scale = (elsewhere(t) if name == moved else t for name, t in (("w_q", w_q), ("w_scale", w_scale)))
+        message = rf"\b{moved}\b.*must be on one device"
+    with pytest.raises(error, match=message):
+        w8a8_matmul(*quantize_x(x), w_q, w_scale, out_dtype, **blocks)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: w8a8_matmul(_levels(2, 8), torch.ones(2), _levels(3, 8), torch.ones(3), block_k=16), ValueError,
+     r"block_k must be a power of two >= 32 \(an int8 tl.dot's smallest K on a GPU\), got 16"),
+    (lambda: w8a8_matmul(_levels(2, 8), torch.ones(2), _levels(3, 8), torch.ones(3, device="meta")), ValueError,
+     "w_scale is on meta but x_q is on cpu: every tensor of one kernel call must be on one device"),
+    (lambda: w8a8_matmul(_levels(2, 8), torch.ones(2), _levels(3, 8), torch.ones(3), block_m=4096, block_k=512),
+     ValueError, r"block_m \(4096\) x block_k \(512\) is a tile of 2097152 elements"),
+    (lambda: w8a8_matmul(_levels(2, 8), torch.ones(2), _levels(8), torch.ones(3)), ValueError,
+     r"w_q must be 2-D \(N, K\), got shape \(8,\)"),
+])
+def test_bad_input_refused_since_issue_17(call, error, message):
     with pytest.raises(error, match=message):
         call()

@@ -1,9 +1,13 @@
 """The 2:4 kernel, run for real under Triton's interpreter on the CPU (on a GPU, compiled)."""
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shrinklib import prune
 from shrinklib.kernels.sparse24 import compress_24, decompress_24, sparse24_matmul, sparse24_matmul_ref
+
+from .conftest import BAD_BLOCKS, BLOCKS, DTYPES, HUGE_BLOCK, PROPERTY, elsewhere, seeded
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -94,6 +98,87 @@ def test_other_block_sizes_and_strided_operands(dtype, tol):
     (lambda: decompress_24(torch.zeros(3, 4), torch.zeros(3, 2)), TypeError, "meta must be a uint8 tensor"),
 ])
 def test_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+#: The six metadata codes ``first | second << 2`` with ``first < second``: every way to keep two of four.
+CODES = torch.tensor([a | b << 2 for a in range(4) for b in range(a + 1, 4)], dtype=torch.uint8)
+BREAKS = ("values of odd width", "meta of another shape", "meta not uint8", "values not x's dtype", "x too wide",
+          "x too narrow", "x bf16", "block_m", "block_n", "block_k", "tile past Triton's largest", "another device")
+
+
+@pytest.mark.parametrize("broken", (None, *BREAKS))
+@PROPERTY
+@given(data=st.data())
+def test_property_valid_shapes_match_the_reference_and_broken_ones_raise(broken, data):
+    m, n = data.draw(st.integers(0, 9), label="m"), data.draw(st.integers(1, 64), label="n")
+    k = 4 * data.draw(st.integers(1, 16), label="K/4")
+    (dtype, tol), g = data.draw(DTYPES, label="dtype"), seeded(data)
+    blocks = {"block_m": data.draw(st.sampled_from([None, 16, 32, 64]), label="block_m"),
+              "block_n": data.draw(BLOCKS, label="block_n"), "block_k": data.draw(BLOCKS, label="block_k")}
+    values = torch.randn(n, k // 2, generator=g).to(dtype)
+    meta = CODES[torch.randint(0, len(CODES), (n, k // 4), generator=g)]  # any two of four positions
+    x = torch.randn(m, k, generator=g).to(dtype)
+    if broken is None:
+        got = sparse24_matmul(x.to(DEVICE), values.to(DEVICE), meta.to(DEVICE), **blocks).cpu()
+        expected = sparse24_matmul_ref(x, values, meta)
+        assert got.shape == (m, n) and got.dtype == dtype
+        assert torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol)
+        return
+    error, message = ValueError, None
+    if broken == "values of odd width":  # K/2 odd: K not a multiple of 4, the last group half outside meta
+        values, message = values[:, :-1], "values must have an even number of columns"
+    elif broken == "meta of another shape":
+        meta = torch.cat([meta, meta[:, :1]], 1) if data.draw(st.booleans(), label="wider") else meta[:, :-1]
+        message = r"meta must have shape \(N, K/4\)"
+    elif broken == "meta not uint8":
+        meta = meta.to(data.draw(st.sampled_from([torch.int8, torch.int32]), label="meta dtype"))
+        error, message = TypeError, "meta must be a uint8"
+    elif broken == "values not x's dtype":
+        values = values.to(torch.float16 if dtype == torch.float32 else torch.float32)
+        error, message = TypeError, r"values \(torch.float\d+\) must have the dtype of x"
+    elif broken in ("x too wide", "x too narrow"):
+        x = torch.randn(m, k + 4 if broken == "x too wide" else k - 4, generator=g).to(dtype)
+        message = "shapes do not fit"
+    elif broken == "x bf16":
+        x, error, message = x.bfloat16(), TypeError, "x must be float16 or float32"
+    elif broken in ("block_m", "block_n", "block_k"):
+        blocks[broken] = data.draw(BAD_BLOCKS, label="bad block")
+        message = f"{broken} must be a power of two >= 16"
+    elif broken == "tile past Triton's largest":
+        blocks.update(block_n=HUGE_BLOCK, block_k=HUGE_BLOCK)
+        message = "more than Triton's largest tensor"
+    else:
+        moved = data.draw(st.sampled_from(["x", "values", "meta"]), label="moved")
+        operands = {"x": x, "values": values, "meta": meta}
+        x, values, meta = (elsewhere(t) if name == moved else t for name, t in operands.items())
+        message = rf"\b{moved}\b.*must be on one device"
+    with pytest.raises(error, match=message):
+        sparse24_matmul(x, values, meta, **blocks)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    # issue 17: values of odd width (K/2 odd, so K is not a multiple of 4) and their K/4-wide meta
+    (lambda: sparse24_matmul(torch.zeros(2, 6), torch.zeros(3, 3), torch.zeros(3, 1, dtype=torch.uint8)), ValueError,
+     r"values must have an even number of columns, K/2 with K a multiple of 4 .*got shape \(3, 3\)"),
+    (lambda: decompress_24(torch.zeros(3, 3), torch.zeros(3, 1, dtype=torch.uint8)), ValueError,
+     "values must have an even number of columns"),
+    (lambda: sparse24_matmul(torch.zeros(2, 8), torch.zeros(3, 4), torch.zeros(3, 2, dtype=torch.uint8).to("meta")),
+     ValueError, "meta is on meta but values is on cpu: every tensor of one kernel call must be on one device"),
+    (lambda: sparse24_matmul(torch.zeros(2, 8).to("meta"), torch.zeros(3, 4), torch.zeros(3, 2, dtype=torch.uint8)),
+     ValueError, "values is on cpu but x is on meta"),
+    (lambda: sparse24_matmul(*(t.to("meta") for t in (torch.zeros(2, 8), *compress_24(torch.zeros(3, 8))))), ValueError,
+     "x, values, meta are on meta, where the kernels cannot run"),
+    (lambda: sparse24_matmul_ref(torch.zeros(2, 8).to("meta"), *compress_24(torch.zeros(3, 8))), ValueError,
+     "values is on cpu but x is on meta"),
+    (lambda: sparse24_matmul(torch.zeros(2, 16), *compress_24(torch.zeros(3, 16)), block_n=2048, block_k=1024),
+     ValueError, r"block_n \(2048\) x block_k \(1024\) is a tile of 2097152 elements, more than Triton's largest"),
+    (lambda: compress_24(torch.zeros(3, 8, dtype=torch.int64)), TypeError,
+     "weight must be a floating-point tensor \\(N, K\\), got torch.int64"),
+    (lambda: sparse24_matmul_ref([[0.0] * 8], *compress_24(torch.zeros(3, 8))), TypeError, "x must be a tensor"),
+])
+def test_bad_input_refused_since_issue_17(call, error, message):
     with pytest.raises(error, match=message):
         call()
 

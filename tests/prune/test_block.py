@@ -47,9 +47,9 @@ def test_block_pruning_removes_whole_lowest_blocks(scope):
         assert sum(map(len, pruned_scores)) == round(0.5 * sum(map(len, pruned_scores + kept_scores)))
 
 
-def test_a_block_that_does_not_divide_is_refused_and_nothing_changes():
+def test_a_block_that_does_not_divide_is_refused_and_nothing_changes(unchanged):
     model = zoo.tiny_bert()  # weights 32 x 32, 64 x 32, 32 x 64
-    with pytest.raises(ValueError, match=r"block \(5, 8\) does not divide the weight of shape \(32, 32\)"):
+    with unchanged(model), pytest.raises(ValueError, match=r"block \(5, 8\) does not divide the weight of shape \(32, 32\)"):
         prune.block_(model, 0.5, block=(5, 8))
     assert prune.masks(model) == {}
 
@@ -59,7 +59,10 @@ def test_a_block_that_does_not_divide_is_refused_and_nothing_changes():
     ({"block": 4}, r"block must be a \(rows, cols\) pair"),
     ({"criterion": "mean"}, r"criterion must be one of \('max', 'l2'\)"),
     ({"sparsity": 1.5}, r"sparsity must be a number in \[0, 1\)"),
+    ({"sparsity": float("inf")}, r"sparsity must be a number in \[0, 1\), got inf"),
+    ({"scope": "row"}, "scope must be one of"),
 ])
-def test_bad_block_input(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        prune.block_(zoo.tiny_bert(), **{"sparsity": 0.5, "block": (8, 8), **kwargs})
+def test_bad_block_input(kwargs, message, unchanged):
+    model = prune.block_(zoo.tiny_bert(), 0.25, block=(8, 8), scope="layer")  # already masked: masks must stay
+    with unchanged(model), pytest.raises(ValueError, match=message):
+        prune.block_(model, **{"sparsity": 0.5, "block": (8, 8), **kwargs})

@@ -39,11 +39,13 @@ def test_structurally_pruned_model_reloads_exactly_and_refuses_from_pretrained(t
     (lambda m: prune.prune_heads_(m, {7: [0]}), r"layer must be an int in \[0, 3\)"),
     (lambda m: prune.prune_heads_(m, {0: [4]}), "layer 0 has heads 0..3"),
     (lambda m: prune.prune_heads_(zoo.tiny_lstm(), {0: [0]}), "no BERT-style attention layer"),
+    (lambda m: prune.prune_heads_(m, {0: [1], 2: [0, 1, 2, 3]}), "cannot remove all 4 heads of layer 2"),  # layer 0 fine
+    (lambda m: prune.prune_heads_(m, {0: [1], 1: ["2"]}), "layer 1 has heads 0..3"),
 ])
-def test_bad_input_leaves_the_model_whole(call, message):
+def test_bad_input_leaves_the_model_whole(call, message, unchanged):
     model = small_bert()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=message):
+    with unchanged(model), pytest.raises(ValueError, match=message):
         call(model)
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

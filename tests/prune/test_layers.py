@@ -31,17 +31,20 @@ def test_dropped_layers_make_a_smaller_model_that_hf_can_reload(tmp_path):
     (lambda m: prune.layers_to_drop(6, 6), r"n must be an int in \[0, 6\)"),
     (lambda m: prune.layers_to_drop(6, 1, "middle"), "strategy must be one of"),
     (lambda m: prune.drop_layers_(zoo.tiny_lstm(), [0]), "no BERT-style encoder"),
+    (lambda m: prune.drop_layers_(m, [0, 3]), r"layers must be ints in \[0, 3\), got \[0, 3\]"),
+    (lambda m: prune.drop_layers_(m, [1, "0"]), r"layers must be ints in \[0, 3\)"),
+    (lambda m: prune.layers_to_drop(0, 0), "num_layers must be an int >= 1, got 0"),
 ])
-def test_bad_input_leaves_the_model_whole(call, message):
+def test_bad_input_leaves_the_model_whole(call, message, unchanged):
     model = small_bert()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=message):
+    with unchanged(model), pytest.raises(ValueError, match=message):
         call(model)
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_layer_drop_skips_layers_only_while_training_and_only_inside_the_block():
+def test_layer_drop_skips_layers_only_while_training_and_only_inside_the_block(unchanged):
     model = small_bert()
     with torch.no_grad():
         eval_logits = model(X).logits
@@ -65,3 +68,8 @@ def test_layer_drop_skips_layers_only_while_training_and_only_inside_the_block()
     with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\)"):
         with prune.layer_drop(model, 1.0):
             pass
+    for bad, message in ((float("nan"), r"p must be a probability in \[0, 1\), got nan"),
+                         (0.5, "seed must be a non-negative int, got -1")):
+        with unchanged(model), pytest.raises(ValueError, match=message):
+            with prune.layer_drop(model, bad, seed=-1 if bad == 0.5 else 0):
+                pass

@@ -45,11 +45,40 @@ def test_rounds_only_add_zeros():
         assert not torch.any(final[fqn] & ~before[fqn])
 
 
-def test_bad_input():
-    model = zoo.tiny_bert()
-    with pytest.raises(ValueError, match="rounds must be a positive int"):
+def _bad_states(model):
+    """Rewind states that fail only on a parameter late in the model, with the (error, message) each must give."""
+    state = prune.snapshot(model)
+    last = list(state)[-1]
+    return [
+        ({}, ValueError, "the rewind state lacks parameters"),
+        ({**state, last: torch.zeros(3)}, ValueError, rf"state\['{last}'\] has shape \(3,\), the parameter \(2,\)"),
+        ({**state, "extra.weight": torch.zeros(1)}, ValueError, r"holds parameters this model does not have: \['extra.weight'\]"),
+        ({**state, last: [0.0, 0.0]}, TypeError, rf"state\['{last}'\] must be a torch.Tensor, got list"),
+        (list(state.values()), TypeError, "state must be a mapping"),
+    ]
+
+
+def test_bad_input(unchanged):
+    model = prune.magnitude_(zoo.tiny_bert(), 0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # the model has moved away from every state below
+    calls = []
+    with unchanged(model), pytest.raises(ValueError, match="rounds must be a positive int"):
         prune.find_lottery_ticket(model, lambda m, r: None, final_sparsity=0.5, rounds=0)
-    with pytest.raises(TypeError, match="train must be callable"):
+    with unchanged(model), pytest.raises(TypeError, match="train must be callable"):
         prune.find_lottery_ticket(model, None, final_sparsity=0.5, rounds=2)
-    with pytest.raises(ValueError, match="the rewind state lacks parameters"):
-        prune.rewind_(model, {})
+    with unchanged(model), pytest.raises(ValueError, match="scope must be one of"):
+        prune.find_lottery_ticket(model, lambda m, r: calls.append(r), final_sparsity=0.5, rounds=2, scope="row")
+    with unchanged(model), pytest.raises(ValueError, match="no prunable layer"):
+        prune.find_lottery_ticket(model, lambda m, r: calls.append(r), final_sparsity=0.5, rounds=2,
+                                  filter_fn=lambda m, fqn: False)
+    with unchanged(model), pytest.raises(ValueError, match=r"final_sparsity|sparsity must be a number in \[0, 1\), got nan"):
+        prune.find_lottery_ticket(model, lambda m, r: calls.append(r), final_sparsity=float("nan"), rounds=2)
+    for state, error, message in _bad_states(zoo.tiny_bert()):
+        with unchanged(model), pytest.raises(error, match=message):
+            prune.rewind_(model, state)
+        with unchanged(model), pytest.raises(error, match=message):
+            prune.find_lottery_ticket(model, lambda m, r: calls.append(r), final_sparsity=0.5, rounds=2,
+                                      rewind_state=state)
+    assert calls == []  # every bad option was refused before the first round of training

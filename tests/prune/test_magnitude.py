@@ -69,11 +69,13 @@ def test_pruning_again_only_adds_zeros():
     ({"sparsity": True}, r"sparsity must be a number in \[0, 1\)"),
     ({"sparsity": 0.5, "scope": "row"}, r"scope must be one of \('layer', 'global'\), got 'row'"),
     ({"sparsity": 0.5, "filter_fn": lambda m, fqn: False}, "no prunable layer"),
+    ({"sparsity": float("nan")}, r"sparsity must be a number in \[0, 1\), got nan"),
+    ({"sparsity": "0.5"}, r"sparsity must be a number in \[0, 1\), got '0.5'"),
 ])
-def test_bad_input_is_refused_and_nothing_is_half_pruned(kwargs, message):
+def test_bad_input_is_refused_and_nothing_is_half_pruned(kwargs, message, unchanged):
     model = zoo.tiny_bert()
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ValueError, match=message):
+    with unchanged(model), pytest.raises(ValueError, match=message):
         prune.magnitude_(model, **kwargs)
     assert prune.masks(model) == {}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -69,14 +69,24 @@ def test_soft_movement_penalty_pushes_scores_down():
     assert 0 < sum(int((~l.mask()).sum()) for l in prune.movement_layers(model))  # some weights fell below tau
 
 
-def test_bad_input():
-    with pytest.raises(ValueError, match="method must be one of"):
-        prune.movement_(zoo.tiny_bert(), method="medium")
-    with pytest.raises(ValueError, match="no MovementLinear layer"):
-        prune.finalize_movement_(zoo.tiny_bert())
+def test_bad_input(unchanged):
+    model = zoo.tiny_bert()
+    with unchanged(model), pytest.raises(ValueError, match="method must be one of"):
+        prune.movement_(model, method="medium")
+    with unchanged(model), pytest.raises(ValueError, match="no MovementLinear layer"):
+        prune.finalize_movement_(model)
+    for threshold in (float("nan"), float("inf"), "0.1"):
+        with unchanged(model), pytest.raises(ValueError, match=f"threshold must be a finite number, got {threshold!r}"):
+            prune.movement_(model, method="soft", threshold=threshold)
+    with unchanged(model), pytest.raises(TypeError, match="filter_fn must be callable"):
+        prune.movement_(model, filter_fn="query")
     soft = prune.movement_(zoo.tiny_bert(), method="soft")
-    with pytest.raises(ValueError, match="drives hard movement"):
+    with unchanged(soft), pytest.raises(ValueError, match="drives hard movement"):
         prune.MovementSchedule(soft, 0.5, start_step=0, end_step=10)
+    with pytest.raises(ValueError, match="weight must be a number >= 0, got nan"):
+        prune.soft_movement_penalty(soft, float("nan"))
+    with pytest.raises(ValueError, match="in_features must be an int >= 1, got 0"):
+        prune.MovementLinear(0, 4)
 
 
 def test_summed_scores_add_minus_weight_times_gradient_each_backward():

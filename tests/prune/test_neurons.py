@@ -20,11 +20,14 @@ def test_pruned_ffn_neurons_compute_what_masked_neurons_compute():
 
 @pytest.mark.parametrize("call, message", [
     (lambda m: prune.prune_neurons_(m, {0: []}), "keep must name at least one"),
+    (lambda m: prune.prune_neurons_(m, {0: [1, 2], 2: [40]}), "layer 2 has neurons 0..39"),  # layer 0 fine
+    (lambda m: prune.prune_neurons_(m, {0: [1, 2], 1: [0, "3"]}), "layer 1 has neurons 0..39"),
+    (lambda m: prune.prune_neurons_(m, {0: [1], 3: [0]}), r"layer must be an int in \[0, 3\)"),
 ])
-def test_bad_input_leaves_the_model_whole(call, message):
+def test_bad_input_leaves_the_model_whole(call, message, unchanged):
     model = small_bert()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=message):
+    with unchanged(model), pytest.raises(ValueError, match=message):
         call(model)
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

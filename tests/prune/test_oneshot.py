@@ -133,13 +133,73 @@ def test_sequential_calibration_of_an_encoder():
 @pytest.mark.parametrize("call, message", [
     (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(5), 0.5), r"gram must be \(4, 4\)"),
     (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(4), 1.0), r"sparsity must be a number in \[0, 1\)"),
-    (lambda: prune.wanda_(zoo.tiny_llama(), [], 0.5), "no calibration batch"),
-    (lambda: prune.sparsegpt_(zoo.tiny_llama(), [], 0.5, sequential=True), "no calibration batch"),
+    (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(4), 0.5, percdamp=float("nan")),
+     "percdamp must be a finite number >= 0, got nan"),
+    (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(4) * float("inf"), 0.5), "gram must be a finite"),
+    (lambda: prune.sparsegpt_prune(torch.zeros(3, 4), torch.eye(4), 0.5, blocksize=0), "blocksize must be an int >= 1, got 0"),
+    (lambda: prune.wanda_mask(torch.zeros(3, 4), torch.ones(5), 0.5), r"sq_norm \(in,\), got shapes \(3, 4\) and \(5,\)"),
+    (lambda: prune.wanda_mask(torch.zeros(3, 4), torch.ones(4), 0.5, nm=2), r"nm must be an \(n, m\) pair"),
     (lambda: lm_batches(torch.zeros(5)), "token_blocks must be"),
 ])
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+BATCHES = lm_batches(torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0)), 4)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m: prune.wanda_(m, [], 0.5), ValueError, "no calibration batch"),
+    (lambda m: prune.sparsegpt_(m, [], 0.5, sequential=True), ValueError, "no calibration batch"),
+    (lambda m: prune.wanda_(m, BATCHES, float("nan")), ValueError, r"sparsity must be a number in \[0, 1\), got nan"),
+    (lambda m: prune.sparsegpt_(m, BATCHES, percdamp=float("inf")), ValueError, "percdamp must be a finite number >= 0, got inf"),
+    (lambda m: prune.sparsegpt_(m, BATCHES, percdamp=-0.1, sequential=True), ValueError, "percdamp must be a finite number >= 0"),
+    (lambda m: prune.sparsegpt_(m, BATCHES, blocksize=0), ValueError, "blocksize must be an int >= 1, got 0"),
+    (lambda m: prune.sparsegpt_(m, BATCHES, nm=(2, 4), blocksize=6), ValueError, r"blocksize \(6\) must be a multiple of m=4"),
+    (lambda m: prune.wanda_(m, BATCHES, nm=(2, 4, 8), sequential=True), ValueError, r"nm must be an \(n, m\) pair"),
+    (lambda m: prune.wanda_(m, BATCHES, max_batches=0), ValueError, "max_batches must be an int >= 1, got 0"),
+    (lambda m: prune.wanda_(m, BATCHES, sequential="yes"), TypeError, "sequential must be True or False"),
+    (lambda m: prune.wanda_(m, BATCHES, filter_fn=lambda mod, fqn: "norm" in fqn), TypeError, "Wanda and SparseGPT prune Linear layers"),
+])
+def test_bad_input_leaves_the_model_as_it_was(call, error, message, unchanged):
+    model = zoo.tiny_llama()
+    with unchanged(model), pytest.raises(error, match=message):
+        call(model)
+
+
+@pytest.mark.parametrize("method", ["wanda_", "sparsegpt_"])
+def test_a_later_layer_that_does_not_fit_nm_is_refused_before_the_first_is_pruned(method, unchanged):
+    """Layer 1's down_proj has 50 inputs, no multiple of 4; layer 0's (also 50) is left out, so layer 0 alone would prune."""
+    model = zoo.tiny_llama(intermediate_size=50)
+    pick = lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn != "model.layers.0.mlp.down_proj" and "lm_head" not in fqn  # noqa: E731
+    with unchanged(model), pytest.raises(ValueError, match=r"model.layers.1.mlp.down_proj: the input dimension \(50\) "
+                                                           "must be a multiple of m=4 for 2:4 sparsity"):
+        getattr(prune, method)(model, BATCHES, nm=(2, 4), sequential=True, filter_fn=pick)
+    layer_0 = lambda m, fqn: pick(m, fqn) and ".layers.0." in fqn  # noqa: E731
+    assert len(prune.masks(getattr(prune, method)(model, BATCHES, nm=(2, 4), sequential=True, filter_fn=layer_0))) == 6
+
+
+def test_a_singular_gram_matrix_in_a_later_layer_puts_the_pruned_layers_back(unchanged, monkeypatch):
+    """40 distinct tokens: layer 0's q_proj (32 inputs) has a positive definite Gram matrix and is pruned;
+    layer 1's down_proj (48 inputs) cannot have one, and with percdamp=0 its Cholesky factorization fails."""
+    model = zoo.tiny_llama()
+    batches = [{"input_ids": torch.randperm(64, generator=torch.Generator().manual_seed(0))[None, :40]}]
+    pick = lambda m, fqn: fqn in ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj")  # noqa: E731
+    pruned = []
+    import shrinklib.prune.sparsegpt as module
+
+    def recording(weight, gram, *args, **kwargs):
+        result = prune.sparsegpt_prune(weight, gram, *args, **kwargs)
+        pruned.append(weight.shape)
+        return result
+
+    monkeypatch.setattr(module, "sparsegpt_prune", recording)
+    with unchanged(model), pytest.raises(torch.linalg.LinAlgError, match="not positive-definite"):
+        prune.sparsegpt_(model, batches, 0.5, percdamp=0.0, sequential=True, filter_fn=pick)
+    assert pruned == [(32, 32)]  # layer 0 was pruned, then put back
+    prune.sparsegpt_(model, batches, 0.5, sequential=True, filter_fn=pick)  # damped: both layers prune
+    assert len(prune.masks(model)) == 2
 
 
 @pytest.mark.parametrize("method, options", [
@@ -195,11 +255,11 @@ Q = "model.layers.0.self_attn.q_proj"
     (lambda m, s: prune.sparsegpt_(m, stats=_with(s, Q, gram=torch.eye(3))), ValueError,
      r"gram must have shape \(32, 32\), got \(3, 3\)"),
 ])
-def test_bad_precomputed_stats_are_refused_before_any_layer_changes(call, error, message):
+def test_bad_precomputed_stats_are_refused_before_any_layer_changes(call, error, message, unchanged):
     model = zoo.tiny_llama()
     stats = _stats_of(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(error, match=message):
+    with unchanged(model), pytest.raises(error, match=message):
         call(model, stats)
     assert prune.masks(model) == {}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -77,13 +77,18 @@ def test_pruned_lstm_trains_with_zeros_held_and_reloads(tmp_path):
     assert prune.param_masks(loaded) == {}
 
 
-def test_bad_input():
-    with pytest.raises(ValueError, match="scheme must be one of"):
-        prune.see_prune_(_lstm(), 0.5, scheme="class-random")
+def test_bad_input(unchanged):
+    model = prune.see_prune_(_lstm(), 0.3)  # already pruned once: its masks must survive a failed call
+    with unchanged(model), pytest.raises(ValueError, match="scheme must be one of"):
+        prune.see_prune_(model, 0.5, scheme="class-random")
     with pytest.raises(ValueError, match="no prunable weight matrix"):
         prune.see_prune_(nn.Sequential(nn.ReLU()), 0.5)
-    with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
-        prune.see_prune_(_lstm(), 1.2)
+    with unchanged(model), pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
+        prune.see_prune_(model, 1.2)
+    with unchanged(model), pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\), got nan"):
+        prune.see_prune_(model, float("nan"))
+    with unchanged(model), pytest.raises(TypeError, match="filter_fn must be callable"):
+        prune.see_prune_(model, 0.5, filter_fn="lstm")
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.7])

@@ -31,10 +31,10 @@ def test_a_2_4_model_swaps_saves_reloads_and_shrinks(tmp_path):
     assert size_on_disk(loaded) < size_on_disk(zoo.tiny_bert())
 
 
-def test_a_layer_that_is_not_2_4_refuses_and_nothing_is_swapped():
+def test_a_layer_that_is_not_2_4_refuses_and_nothing_is_swapped(unchanged):
     model = zoo.tiny_bert()
     prune.nm_(model, 2, 4, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and "layer.0." in fqn)
-    with pytest.raises(ValueError, match=r"bert\.encoder\.layer\.1\..*not 2:4 sparse"):
+    with unchanged(model), pytest.raises(ValueError, match=r"bert\.encoder\.layer\.1\..*not 2:4 sparse"):
         prune.sparsify_24_(model)
     assert not any(isinstance(m, prune.SparseLinear) for m in model.modules())
 
@@ -44,3 +44,7 @@ def test_bad_construction():
         prune.SparseLinear(6, 3)
     with pytest.raises(TypeError, match="from_linear needs an nn.Linear"):
         prune.SparseLinear.from_linear(nn.ReLU())
+    with pytest.raises(ValueError, match="in_features must be an int >= 1, got '8'"):
+        prune.SparseLinear("8", 3)
+    with pytest.raises(TypeError, match="bias must be True or False, got 'yes'"):
+        prune.SparseLinear(8, 3, bias="yes")

@@ -73,9 +73,15 @@ def test_on_a_decoder_layers_are_smoothed_and_round_trip(method, tmp_path):
     assert torch.equal(shrinklib.load(tmp_path)(input_ids=ids).logits, logits)
 
 
-def test_bad_input():
+def test_bad_input(unchanged):
     lin = linear()
-    with pytest.raises(TypeError, match="config must be a WeightOnly"):
-        awq_(zoo.tiny_llama(), _batches(), Int8Dynamic())
+    model = zoo.tiny_llama()
+    with unchanged(model):
+        with pytest.raises(TypeError, match="config must be a WeightOnly"):
+            awq_(model, _batches(), Int8Dynamic())
+        with pytest.raises(ValueError, match="no calibration batch"):
+            awq_(model, [], WeightOnly(4, 16))
+        with pytest.raises(ValueError, match="grid must be >= 1, got 0"):
+            awq_(model, _batches(), WeightOnly(4, 16), grid=0)
     with pytest.raises(ValueError, match="needs input statistics with the Gram matrix"):
         awq_search(lin.weight, InputStats(torch.ones(64), None, 10), WeightOnly(4, 16))

@@ -81,23 +81,30 @@ def test_on_bert_cluster_and_pq_round_trip(tmp_path):
     assert torch.equal(shrinklib.load(tmp_path)(input_ids=ids).logits, logits)
 
 
-def test_bad_input():
+def test_bad_input(unchanged):
     with pytest.raises(ValueError, match="points must be a nonempty"):
         kmeans(torch.empty(0, 2), 2)
     with pytest.raises(ValueError, match="k must be between 1 and the 3 points"):
         kmeans(torch.randn(3, 2), 5)
-    with pytest.raises(ValueError, match="subvectors=5 must divide"):
-        pq_embeddings_(zoo.tiny_bert(vocab_size=300), PQConfig(subvectors=5))
-    with pytest.raises(ValueError, match="centroids=64 is more than the 2 rows"):
-        pq_embeddings_(zoo.tiny_bert(vocab_size=300), PQConfig(centroids=64), filter_fn=lambda m, fqn: "token_type" in fqn)
+    model = zoo.tiny_bert(vocab_size=300)
+    with unchanged(model):
+        with pytest.raises(ValueError, match="subvectors=5 must divide"):
+            pq_embeddings_(model, PQConfig(subvectors=5))
+        with pytest.raises(ValueError, match="centroids=64 is more than the 2 rows"):
+            pq_embeddings_(model, PQConfig(centroids=64), filter_fn=lambda m, fqn: "token_type" in fqn)
+        with pytest.raises(ValueError, match="nothing to cluster"):
+            cluster_(model, filter_fn=lambda m, fqn: False)
+    odd = nn.Sequential(nn.Linear(8, 7), nn.Linear(7, 3))
+    with unchanged(odd):  # the first layer could take 4-bit indices; the second is refused before it changes
+        with pytest.raises(ValueError, match="4-bit indices are stored two to a byte; 1 has odd in_features"):
+            cluster_(odd, filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
     with pytest.raises(ValueError, match="centroids must be from 1 to 256"):
         PQEmbedding(10, 8, centroids=300)
-    with pytest.raises(ValueError, match="nothing to cluster"):
-        cluster_(zoo.tiny_bert(), filter_fn=lambda m, fqn: False)
-    with pytest.raises(ValueError, match="tied embeddings"):
-        tied = nn.Sequential(nn.Embedding(300, 4), nn.Linear(4, 300))
-        tied[1].weight = tied[0].weight
-        pq_embeddings_(tied, PQConfig(subvectors=2, centroids=16))
+    tied = nn.Sequential(nn.Embedding(300, 4), nn.Linear(4, 300))
+    tied[1].weight = tied[0].weight
+    with unchanged(tied):
+        with pytest.raises(ValueError, match="tied embeddings"):
+            pq_embeddings_(tied, PQConfig(subvectors=2, centroids=16))
 
 
 def test_configs_are_checked_where_they_are_made():

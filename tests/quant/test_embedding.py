@@ -34,11 +34,16 @@ def test_bert_embeddings_quantized_save_and_reload_bit_exact(tmp_path):
     assert torch.equal(shrinklib.load(tmp_path).eval()(input_ids=ids).logits, after)
 
 
-def test_bad_input():
-    with pytest.raises(ValueError, match="tied embeddings"):
-        model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10))
-        model[1].weight = model[0].weight
-        quantize_embeddings_(model)
+def test_bad_input(unchanged):
+    tied = nn.Sequential(nn.Embedding(10, 4), nn.Embedding(10, 4), nn.Linear(4, 10))
+    tied[2].weight = tied[1].weight  # the first table could be quantized; the second is refused first
+    with unchanged(tied):
+        with pytest.raises(ValueError, match="1's weight is shared with another module \\(tied embeddings\\)"):
+            quantize_embeddings_(tied)
+    odd = nn.Sequential(nn.Embedding(10, 4), nn.Embedding(10, 3))
+    with unchanged(odd):
+        with pytest.raises(ValueError, match="4-bit levels are stored two to a byte; 1 has an odd embedding_dim"):
+            quantize_embeddings_(odd, EmbeddingConfig(bits=4))
     with pytest.raises(ValueError, match="no nn.Embedding"):
         quantize_embeddings_(nn.Sequential(nn.Linear(3, 3)))
     with pytest.raises(ValueError, match="embedding_dim must be even"):
@@ -47,5 +52,7 @@ def test_bad_input():
         quantize_embeddings_(zoo.tiny_bert(vocab_size=50), EmbeddingConfig(bits=1))
     with pytest.raises(TypeError, match="from_embedding needs an nn.Embedding"):
         QuantEmbedding.from_embedding(nn.Linear(2, 2))
-    with pytest.raises(TypeError, match="config must be an EmbeddingConfig, got int"):
-        quantize_embeddings_(zoo.tiny_bert(vocab_size=50), 8)
+    model = zoo.tiny_bert(vocab_size=50)
+    with unchanged(model):
+        with pytest.raises(TypeError, match="config must be an EmbeddingConfig, got int"):
+            quantize_embeddings_(model, 8)

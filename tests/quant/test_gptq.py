@@ -1,11 +1,16 @@
+import math
+
 import pytest
 import torch
 
 import shrinklib
+import shrinklib.quant.gptq
 from shrinklib import zoo
 from shrinklib.quant import QuantLinear, WeightOnly, choose_qparams, dequantize, fake_quantize_weight, quant_layers, quantize
 from shrinklib.quant.clipping import search_clip
 from shrinklib.quant.gptq import gptq_, gptq_quantize
+
+from .conftest import Stack, stack_batches
 
 
 def problem(seed=0, tokens=512, n_in=64, n_out=24):
@@ -100,3 +105,80 @@ def test_bad_input():
         gptq_(zoo.tiny_llama(), [], "int4")
     with pytest.raises(ValueError, match="no calibration batch"):
         gptq_(zoo.tiny_llama(), [], WeightOnly(4, 16))
+    with pytest.raises(ValueError, match="weight must be \\(out, in\\)"):
+        gptq_quantize(W[0], X.T @ X, 4)
+    with pytest.raises(ValueError, match="gram holds inf or nan"):
+        gptq_quantize(W, torch.full((64, 64), math.nan), 4)
+    with pytest.raises(ValueError, match="gram is not positive definite with percdamp=0.0"):
+        gptq_quantize(W, torch.ones(64, 64, dtype=torch.float64), 4, percdamp=0.0)
+    with pytest.raises(ValueError, match="blocksize must be >= 1, got 0"):
+        gptq_quantize(W, X.T @ X, 4, blocksize=0)
+    with pytest.raises(TypeError, match="act_order must be True or False, got 'yes'"):
+        gptq_quantize(W, X.T @ X, 4, act_order="yes")
+
+
+@pytest.mark.parametrize("percdamp", [math.nan, math.inf, -0.01, "0.01", True])
+def test_the_damping_is_a_finite_number_at_least_zero(percdamp, unchanged):
+    X, W = problem()
+    with pytest.raises(ValueError, match="percdamp must be >= 0, got"):
+        gptq_quantize(W, X.T @ X, 4, percdamp=percdamp)
+    model = Stack()
+    with unchanged(model):
+        with pytest.raises(ValueError, match="percdamp must be >= 0, got"):
+            gptq_(model, stack_batches(), WeightOnly(4, 8), percdamp=percdamp)
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+@pytest.mark.parametrize("breaks, percdamp, message", [
+    ("rank_one", 0.0, "GPTQ cannot quantize layers.1.linear: gram is not positive definite"),
+    ("nan", 0.01, "GPTQ cannot quantize layers.1.linear: gram holds inf or nan"),
+])
+def test_a_later_layer_that_cannot_be_quantized_leaves_the_model_unchanged(sequential, breaks, percdamp, message,
+                                                                            unchanged):
+    """The first layer is quantized (and, sequentially, computes with its new weight) before the
+    second layer's Gram matrix turns out singular or nan: the first must get its float weight back."""
+    model = Stack(broken_at=0, breaks=breaks)
+    with unchanged(model):
+        with pytest.raises(ValueError, match=message):
+            gptq_(model, stack_batches(), WeightOnly(4, 8), sequential=sequential, percdamp=percdamp)
+    assert not quant_layers(model)
+    healthy = Stack()  # the same model without the break is quantized whole with the same options
+    gptq_(healthy, stack_batches(), WeightOnly(4, 8), sequential=sequential, percdamp=percdamp)
+    assert len(quant_layers(healthy)) == 3
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_cholesky_failure_deep_in_a_decoder_leaves_it_unchanged(sequential, monkeypatch, unchanged):
+    """The fifth layer's Hessian cannot be factored (as if singular): four layers of a Llama were done before it."""
+    calls, inverse = [], shrinklib.quant.gptq.inverse_hessian_cholesky
+
+    def fifth_fails(gram, percdamp):
+        calls.append(gram)
+        if len(calls) == 5:
+            raise torch.linalg.LinAlgError("linalg.cholesky: the input is not positive-definite")
+        return inverse(gram, percdamp)
+
+    monkeypatch.setattr(shrinklib.quant.gptq, "inverse_hessian_cholesky", fifth_fails)
+    model = zoo.tiny_llama()
+    blocks = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
+    with unchanged(model):
+        with pytest.raises(ValueError, match="GPTQ cannot quantize model.layers.0.mlp.gate_proj: gram is not "
+                                             "positive definite"):
+            gptq_(model, [{"input_ids": blocks[i:i + 4]} for i in range(0, 8, 4)], WeightOnly(4, 16),
+                  sequential=sequential)
+    assert len(calls) == 5
+
+
+def test_a_failed_sequential_run_keeps_a_layers_own_parametrization(unchanged):
+    """GPTQ's provisional weight is stacked on the layer's own parametrization and only it is removed."""
+    class Doubled(torch.nn.Module):
+        def forward(self, weight):
+            return 2 * weight
+
+    model = Stack(broken_at=1)
+    torch.nn.utils.parametrize.register_parametrization(model.layers[0].linear, "weight", Doubled())
+    with unchanged(model):
+        with pytest.raises(ValueError, match="GPTQ cannot quantize layers.2.linear: gram holds inf or nan"):
+            gptq_(model, stack_batches(), WeightOnly(4, 8), sequential=True)
+    assert isinstance(model.layers[0].linear.parametrizations.weight[0], Doubled)
+    assert len(model.layers[0].linear.parametrizations.weight) == 1

@@ -196,16 +196,17 @@ def test_the_input_cache_is_explicit_and_copies_start_empty():
     assert all(q.input_cache is None for q in quant_layers(quantize_(zoo.tiny_bert(vocab_size=50), WeightOnly(8))))
 
 
-def test_bad_input():
+def test_bad_input(unchanged):
     model = zoo.tiny_bert(vocab_size=50)
-    with pytest.raises(TypeError, match="config must be one of \\['WeightOnly', 'Int8Dynamic', 'Int8Static', 'LLMInt8'\\]"):
-        quantize_(model, "int8")
+    with unchanged(model):
+        with pytest.raises(TypeError, match="config must be one of \\['WeightOnly', 'Int8Dynamic', 'Int8Static', 'LLMInt8'\\]"):
+            quantize_(model, "int8")
+        with pytest.raises(ValueError, match="no nn.Linear layer that filter_fn picks"):
+            quantize_(model, WeightOnly(8), filter_fn=lambda m, fqn: False)
     odd = nn.Sequential(nn.Linear(8, 7), nn.Linear(7, 3))
-    with pytest.raises(ValueError, match="4-bit levels are stored two to a byte; 1 has odd in_features"):
-        quantize_(odd, WeightOnly(4), filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
-    assert not quant_layers(odd)  # refused before any layer changed
-    with pytest.raises(ValueError, match="no nn.Linear layer that filter_fn picks"):
-        quantize_(model, WeightOnly(8), filter_fn=lambda m, fqn: False)
+    with unchanged(odd):  # refused before the first layer, which could take 4 bits, changed
+        with pytest.raises(ValueError, match="4-bit levels are stored two to a byte; 1 has odd in_features"):
+            quantize_(odd, WeightOnly(4), filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
     # a mode string that contradicts the grid ("dynamic" with bits=4) can no longer be written: the config is the mode
     with pytest.raises(TypeError, match="config must be one of \\['WeightOnly', 'Int8Dynamic', 'Int8Static', 'LLMInt8'\\]"):
         QuantLinear(8, 8, config="dynamic")

@@ -90,7 +90,7 @@ def test_filter_fn_keeps_some_of_the_named_layers():
         config.bits[key] = 4  # a read-only copy: the config cannot change after it was checked
 
 
-def test_bad_input():
+def test_bad_input(unchanged):
     weights = {"a": torch.randn(4, 4)}
     with pytest.raises(ValueError, match="below the smallest choice 2"):
         allocate_bits({"a": 1.0}, weights, average_bits=1)
@@ -98,20 +98,25 @@ def test_bad_input():
         allocate_bits({"b": 1.0}, weights, average_bits=4)
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
         allocate_bits({"a": 1.0}, weights, average_bits=4, choices=(1, 4))
-    with pytest.raises(ValueError, match="no such layers in the model: \\['nope'\\]"):
-        quantize_mixed_(zoo.tiny_bert(), MixedPrecision({"nope": 4}))
-    with pytest.raises(ValueError, match="returned no loss"):
-        hessian_traces(zoo.tiny_bert(vocab_size=50), [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}])
-    with pytest.raises(ValueError, match="no calibration batch"):
-        hessian_traces(zoo.tiny_bert(vocab_size=50), [])
-    with pytest.raises(TypeError, match="config must be a MixedPrecision, got dict"):
-        quantize_mixed_(zoo.tiny_bert(), {"bert.encoder.layer.0.attention.self.query": 4})
+    model = zoo.tiny_bert(vocab_size=50)
+    with unchanged(model):
+        with pytest.raises(ValueError, match="no such layers in the model: \\['nope'\\]"):
+            quantize_mixed_(model, MixedPrecision({"nope": 4}))
+        with pytest.raises(ValueError, match="returned no loss"):
+            hessian_traces(model, [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}])
+        with pytest.raises(ValueError, match="no calibration batch"):
+            hessian_traces(model, [])
+        with pytest.raises(TypeError, match="config must be a MixedPrecision, got dict"):
+            quantize_mixed_(model, {"bert.encoder.layer.0.attention.self.query": 4})
+        with pytest.raises(TypeError, match="bert.pooler is a BertPooler, not an nn.Linear"):
+            quantize_mixed_(model, MixedPrecision({"bert.encoder.layer.0.attention.self.query": 4, "bert.pooler": 4}))
     with pytest.raises(TypeError, match="bits must be a nonempty mapping"):
         MixedPrecision({})
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
         MixedPrecision({"a": 9})
     with pytest.raises(ValueError, match="group_size must be a positive integer"):
         MixedPrecision({"a": 4}, group_size=0)
-    with pytest.raises(ValueError, match="filter_fn picked none of the layers that config.bits names"):
-        quantize_mixed_(zoo.tiny_bert(), MixedPrecision({"bert.encoder.layer.0.attention.self.query": 4}),
-                        filter_fn=lambda m, fqn: False)
+    with unchanged(model):
+        with pytest.raises(ValueError, match="filter_fn picked none of the layers that config.bits names"):
+            quantize_mixed_(model, MixedPrecision({"bert.encoder.layer.0.attention.self.query": 4}),
+                            filter_fn=lambda m, fqn: False)

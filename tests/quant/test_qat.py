@@ -93,16 +93,18 @@ def test_training_then_converting_keeps_the_function_and_round_trips(config, tmp
     assert torch.equal(shrinklib.load(tmp_path)(input_ids=ids).logits, converted)
 
 
-def test_bad_input():
+def test_bad_input(unchanged):
     with pytest.raises(ValueError, match="weights must be one of"):
         QATConfig("kmeans")
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
         QATConfig("lsq", 1)
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
         QATConfig("minmax", 8, 16)
-    with pytest.raises(TypeError, match="config must be a QATConfig"):
-        qat_(zoo.tiny_bert(vocab_size=50), "int8")
-    with pytest.raises(ValueError, match="no QATLinear layer"):
-        convert_qat_(zoo.tiny_bert(vocab_size=50))
-    with pytest.raises(ValueError, match="nothing to train quantized"):
-        qat_(zoo.tiny_bert(vocab_size=50), filter_fn=lambda m, fqn: False)
+    model = zoo.tiny_bert(vocab_size=50)
+    with unchanged(model):
+        with pytest.raises(TypeError, match="config must be a QATConfig"):
+            qat_(model, "int8")
+        with pytest.raises(ValueError, match="no QATLinear layer"):
+            convert_qat_(model)
+        with pytest.raises(ValueError, match="nothing to train quantized"):
+            qat_(model, filter_fn=lambda m, fqn: False)

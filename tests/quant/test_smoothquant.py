@@ -1,4 +1,6 @@
 """SmoothQuant: per-input-channel scaling that moves activation outliers into the weights, then W8A8."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -7,6 +9,8 @@ import shrinklib
 from shrinklib import zoo
 from shrinklib.quant import Int8Dynamic, Int8Static, QuantLinear, WeightOnly, quant_layers, sqnr
 from shrinklib.quant.smoothquant import smoothing_factors, smoothquant_
+
+from .conftest import Stack, stack_batches
 
 
 def outlier_inputs(tokens=256, n_in=64, seed=0, loud=(3, 17), factor=40.0):
@@ -72,7 +76,44 @@ def test_bad_input():
         smoothing_factors(torch.ones(3), lin.weight)
     with pytest.raises(ValueError, match="smoothing must be positive"):
         QuantLinear.from_linear(lin, WeightOnly(8), smoothing=-torch.ones(64))
-    with pytest.raises(TypeError, match="config must be Int8Dynamic or Int8Static"):
-        smoothquant_(zoo.tiny_llama(), _batches(), WeightOnly(8))
-    with pytest.raises(ValueError, match="no calibration batch"):
-        smoothquant_(zoo.tiny_llama(), [])
+    with pytest.raises(ValueError, match="weight must be \\(out, in\\)"):
+        smoothing_factors(torch.ones(64), lin.weight[0])
+    with pytest.raises(ValueError, match="smoothing must be positive and finite"):
+        QuantLinear.from_linear(lin, WeightOnly(8), smoothing=torch.full((64,), math.inf))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m: smoothquant_(m, _batches(), WeightOnly(8)), TypeError, "config must be Int8Dynamic or Int8Static"),
+    (lambda m: smoothquant_(m, []), ValueError, "no calibration batch"),
+    (lambda m: smoothquant_(m, _batches(), alpha=1.5), ValueError, "alpha must be in \\[0, 1\\], got 1.5"),
+    (lambda m: smoothquant_(m, _batches(), alpha=math.nan), ValueError, "alpha must be in \\[0, 1\\], got nan"),
+    (lambda m: smoothquant_(m, _batches(), max_batches=0), ValueError, "max_batches must be an int >= 1, got 0"),
+])
+def test_bad_options_leave_the_model_unchanged(call, error, message, unchanged):
+    model = zoo.tiny_llama()
+    with unchanged(model):
+        with pytest.raises(error, match=message):
+            call(model)
+
+
+@pytest.mark.parametrize("alpha", [math.nan, math.inf, -0.5, "0.5"])
+def test_alpha_is_a_number_in_the_unit_interval(alpha):
+    with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\]"):
+        smoothing_factors(torch.ones(64), linear().weight, alpha=alpha)
+
+
+@pytest.mark.parametrize("percentile", [150, 50, math.nan, math.inf])
+def test_a_bad_calibration_percentile_is_refused_before_any_layer_is_swapped(percentile):
+    """It once raised in the static calibration, after every layer had been swapped; now the config refuses it."""
+    with pytest.raises(ValueError, match="percentile must be in \\(50, 100\\]"):
+        Int8Static("percentile", percentile)
+
+
+def test_a_static_calibration_failing_half_way_puts_the_float_layers_back(unchanged):
+    """The smoothed layers are swapped in to calibrate their inputs; the second layer's inputs are nan."""
+    model = Stack(broken_at=0)
+    with unchanged(model):
+        with pytest.raises(ValueError, match="the inputs of layers.1.linear hold inf or nan"):
+            smoothquant_(model, stack_batches(), Int8Static("percentile", 99.0))
+    assert not quant_layers(model)
+    assert len(quant_layers(smoothquant_(Stack(), stack_batches(), Int8Static("percentile", 99.0)))) == 3

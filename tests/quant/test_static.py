@@ -12,6 +12,8 @@ from shrinklib.quant.configs import Int8Dynamic, Int8Static
 from shrinklib.quant.linear import QuantLinear, quant_layers, quantize_
 from shrinklib.quant.static import calibrate_
 
+from .conftest import Stack, stack_batches
+
 
 class _OneLayer(nn.Module):
     def __init__(self, width):
@@ -76,12 +78,43 @@ def test_a_calibrated_static_model_round_trips_and_a_given_config_replaces_the_l
     assert all(torch.equal(a.input_scale, b.input_scale) for a, b in zip(quant_layers(model), quant_layers(loaded)))
 
 
-def test_bad_input():
+def test_bad_input(unchanged):
     model = zoo.tiny_bert(vocab_size=50)
-    with pytest.raises(ValueError, match="no static QuantLinear layer"):
-        calibrate_(model, [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}])
-    quantize_(model, Int8Static())
-    with pytest.raises(TypeError, match="config must be an Int8Static or None, got Int8Dynamic"):
-        calibrate_(model, [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}], Int8Dynamic())
-    with pytest.raises(ValueError, match="no calibration batch"):
-        calibrate_(model, [])
+    with unchanged(model):
+        with pytest.raises(ValueError, match="no static QuantLinear layer"):
+            calibrate_(model, [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}])
+    # the swapped-in layers start in training mode inside the eval model, and the calibration loop
+    # (shrinklib.calibration.run_batches) restores the model's mode, not each layer's: make them agree
+    quantize_(model, Int8Static()).eval()
+    with unchanged(model):
+        with pytest.raises(TypeError, match="config must be an Int8Static or None, got Int8Dynamic"):
+            calibrate_(model, [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}], Int8Dynamic())
+        with pytest.raises(ValueError, match="no calibration batch"):
+            calibrate_(model, [])
+        with pytest.raises(ValueError, match="max_batches must be an int >= 1, got 0"):
+            calibrate_(model, [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}], max_batches=0)
+        with pytest.raises(ValueError, match="max_batches must be an int >= 1, got 0.5"):
+            calibrate_(model, [{"input_ids": torch.zeros(1, 3, dtype=torch.long)}], max_batches=0.5)
+        with pytest.raises(IndexError):  # the second batch holds ids beyond the vocabulary of 50
+            calibrate_(model, [{"input_ids": torch.zeros(1, 3, dtype=torch.long)},
+                               {"input_ids": torch.full((1, 3), 10_000)}])
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile"])
+def test_a_layer_whose_range_cannot_be_found_leaves_every_scale_and_config_as_it_was(method, unchanged):
+    """The second layer's inputs are nan: the first layer's scale, already known, must not be set either,
+    nor the config passed to replace the layers' own."""
+    model = quantize_(Stack(broken_at=0), Int8Static())
+    configs = [q.config for q in quant_layers(model)]
+    with unchanged(model):
+        with pytest.raises(ValueError, match="the inputs of layers.1.linear hold inf or nan"):
+            calibrate_(model, stack_batches(), Int8Static(method, 99.0))
+    assert [q.config for q in quant_layers(model)] == configs
+
+
+def test_a_static_layer_the_batches_never_reach_is_an_error(unchanged):
+    model = quantize_(Stack(), Int8Static())
+    model.spare = QuantLinear(16, 4, config=Int8Static())  # held by the model, never called by its forward
+    with unchanged(model):
+        with pytest.raises(ValueError, match="spare saw no input on the calibration batches"):
+            calibrate_(model, stack_batches())
