@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 
 
 def is_int(value) -> bool:
-    """``True`` for an ``int`` that is not a ``bool``."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """``True`` for an integer (``int``, a NumPy integer) that is not a ``bool``."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def is_number(value) -> bool:
@@ -41,7 +41,7 @@ def check_int(name: str, value, *, minimum: int | None = None, maximum: int | No
                 bound = "" if minimum is None and maximum is None else f" >= {minimum}" if maximum is None else f" <= {maximum}"
                 what = f"an int{bound}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_positive_int(name: str, value) -> int:

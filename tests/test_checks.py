@@ -102,3 +102,13 @@ def test_the_unchanged_fixture_sees_every_kind_of_change(unchanged):
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
     with unchanged(model):
         model(torch.randn(2, 3))  # a forward pass changes nothing
+
+
+def test_numpy_integers_are_ints():
+    """A step from np.arange is an int (notebook 1.2 plots the schedule over one); bools are not."""
+    assert _checks.check_int("step", np.int64(3), minimum=0) == 3
+    assert type(_checks.check_int("step", np.int64(3))) is int
+    with pytest.raises(ValueError, match="step must be an int"):
+        _checks.check_int("step", np.bool_(True))
+    with pytest.raises(ValueError, match="step must be an int"):
+        _checks.check_int("step", True)
